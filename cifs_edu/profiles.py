@@ -1,0 +1,226 @@
+"""Profiles: one switch that scales every chapter and command.
+
+=========  ==========================================  ==================================
+profile    data                                         meant for
+=========  ==========================================  ==================================
+smoke      embedded synthetic CIFAR-shaped data         CI and the default book build (CPU, ~1 min a chapter)
+laptop     real CIFAR-10 subset                         a CPU, <= 20 min per model
+colab      full CIFAR-10, short schedule                one small GPU (T4 class), <= 1.5 h per model
+paper      full CIFAR-10, the recipe of Appendix B      a modern GPU; the paper's exact settings
+=========  ==========================================  ==================================
+
+Choose with the ``CIFS_PROFILE`` environment variable or ``cifs_edu.setup(profile=...)``.
+Numbers produced by ``smoke`` come from synthetic data and are never CIFAR-10 results.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["Profile", "PROFILES", "PROFILE_ENV", "get_profile", "ConfigError"]
+
+PROFILE_ENV = "CIFS_PROFILE"
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown configuration value (raised before any work starts)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Scale settings shared by the book and the CLI. Validated at construction.
+
+    Attributes:
+        name: profile name.
+        description: one line for printed captions.
+        dataset: ``"synthetic"`` (embedded, offline), ``"cifar10"``, ``"svhn"``, ``"fmnist"``
+            or ``"folder:<path>"`` (an ImageFolder tree with ``train/`` and ``test/``).
+        n_train / n_val / n_test: subset sizes (``None`` = everything); ``n_val`` images are
+            carved from the training data for best-epoch selection (never the test set).
+        width: base width of the CIFAR ResNet-18 (64 is the paper's network).
+        epochs, batch_size, lr, milestones, momentum, weight_decay: SGD schedule
+            (lr multiplied by 0.1 at each milestone epoch).
+        eps: l_inf budget of training and evaluation attacks (inputs in [0, 1]).
+        train_steps, train_step_size: PGD used to make training examples.
+        eval_n: test images used for attack evaluation; aa_n: images for AutoAttack.
+        device: ``"cpu"``, ``"cuda"`` (expects a GPU, hints if missing) or ``"auto"``.
+    """
+
+    name: str
+    description: str
+    dataset: str
+    n_train: int | None
+    n_val: int
+    n_test: int | None
+    width: int
+    epochs: int
+    batch_size: int
+    lr: float
+    milestones: tuple[int, ...]
+    weight_decay: float
+    eps: float
+    train_steps: int
+    train_step_size: float
+    eval_n: int | None
+    aa_n: int
+    device: str
+    momentum: float = 0.9
+    eval_batch_size: int = 500
+    eval_every: int = 1
+    num_workers: int = 0
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.eps < 0:
+            problems.append(f"eps must be >= 0 (got {self.eps})")
+        if self.train_steps < 0:
+            problems.append(f"train_steps must be >= 0 (got {self.train_steps})")
+        if self.train_step_size < 0:
+            problems.append(f"train_step_size must be >= 0 (got {self.train_step_size})")
+        for name in ("epochs", "batch_size", "width", "eval_batch_size", "eval_every"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0 (got {getattr(self, name)})")
+        for name in ("n_train", "n_test", "eval_n"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                problems.append(f"{name} must be > 0 or None (got {v})")
+        if self.n_val < 0:
+            problems.append(f"n_val must be >= 0 (got {self.n_val})")
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0 (got {self.lr})")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0 (got {self.weight_decay})")
+        if list(self.milestones) != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
+            problems.append(f"milestones must be increasing positive epochs (got {self.milestones})")
+        if self.device not in ("cpu", "cuda", "auto"):
+            problems.append(f"device must be 'cpu', 'cuda' or 'auto' (got {self.device!r})")
+        known = ("synthetic", "cifar10", "svhn", "fmnist")
+        if self.dataset not in known and not self.dataset.startswith("folder:"):
+            problems.append(f"dataset must be one of {known} or 'folder:<path>' (got {self.dataset!r})")
+        if problems:
+            raise ConfigError(f"invalid profile {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def is_synthetic(self) -> bool:
+        """True when numbers come from the embedded synthetic data (never CIFAR-10 results)."""
+        return self.dataset == "synthetic"
+
+    def summary(self) -> str:
+        """One line for captions, e.g. ``"embedded synthetic data, NOT CIFAR-10; ResNet-18 width 8"``."""
+        if self.is_synthetic:
+            data = "embedded synthetic data, NOT CIFAR-10"
+        elif self.dataset.startswith("folder:"):
+            data = f"image folder {self.dataset[7:]}"
+        else:
+            sub = "full" if self.n_train is None else f"{self.n_train} training images"
+            data = f"{self.dataset} ({sub})"
+        return f"{data}; ResNet-18 width {self.width}; {self.epochs} epochs"
+
+    def replace(self, **changes) -> "Profile":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+_EPS = 8 / 255
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="embedded synthetic data on the CPU; every chapter in about a minute",
+        dataset="synthetic",
+        n_train=2000,
+        n_val=200,
+        n_test=500,
+        width=8,
+        epochs=5,
+        batch_size=128,
+        lr=0.1,
+        milestones=(4,),
+        weight_decay=2e-4,
+        eps=_EPS,
+        train_steps=3,
+        train_step_size=_EPS / 2,
+        eval_n=500,
+        aa_n=100,
+        device="cpu",
+    ),
+    "laptop": Profile(
+        name="laptop",
+        description="a real CIFAR-10 subset on a CPU; about 20 minutes per model",
+        dataset="cifar10",
+        n_train=5000,
+        n_val=500,
+        n_test=1000,
+        width=16,
+        epochs=10,
+        batch_size=128,
+        lr=0.1,
+        milestones=(7, 9),
+        weight_decay=2e-4,
+        eps=_EPS,
+        train_steps=3,
+        train_step_size=_EPS / 2,
+        eval_n=1000,
+        aa_n=200,
+        device="cpu",
+    ),
+    "colab": Profile(
+        name="colab",
+        description="full CIFAR-10 on one small GPU, short schedule (about 1.5 h per model on a T4)",
+        dataset="cifar10",
+        n_train=None,
+        n_val=1000,
+        n_test=None,
+        width=64,
+        epochs=25,
+        batch_size=128,
+        lr=0.1,
+        milestones=(16, 21),
+        weight_decay=2e-4,
+        eps=_EPS,
+        train_steps=10,
+        train_step_size=_EPS / 4,
+        eval_n=2000,
+        aa_n=1000,
+        device="cuda",
+        num_workers=2,
+    ),
+    "paper": Profile(
+        name="paper",
+        description="the paper's recipe (Appendix B): ResNet-18, 120 epochs, PGD-10 AT",
+        dataset="cifar10",
+        n_train=None,
+        n_val=1000,
+        n_test=None,
+        width=64,
+        epochs=120,
+        batch_size=128,
+        lr=0.1,
+        milestones=(75, 90),
+        weight_decay=2e-4,
+        eps=_EPS,
+        train_steps=10,
+        train_step_size=_EPS / 4,
+        eval_n=None,
+        aa_n=2000,
+        device="cuda",
+        num_workers=4,
+    ),
+}
+
+
+def get_profile(name: str | Profile | None = None) -> Profile:
+    """Look up a profile by name; ``None`` reads ``CIFS_PROFILE`` and defaults to ``"smoke"``."""
+    if isinstance(name, Profile):
+        return name
+    if name is None:
+        name = os.environ.get(PROFILE_ENV, "").strip() or "smoke"
+    key = str(name).strip().lower()
+    if key not in PROFILES:
+        raise ConfigError(
+            f"unknown profile {name!r}: choose one of {sorted(PROFILES)} "
+            f"(set {PROFILE_ENV} or pass setup(profile=...))"
+        )
+    return PROFILES[key]

@@ -1,0 +1,156 @@
+"""One call at the top of every chapter: :func:`setup`.
+
+``setup`` seeds every random number generator, picks the device, selects the
+profile (``smoke``, ``laptop``, ``colab`` or ``paper``), applies the book's figure
+style and prints a short block saying what produced the numbers that follow.
+The active session is remembered so that library calls can default to its
+profile and device (:func:`current`).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .profiles import PROFILE_ENV, Profile, get_profile
+
+__all__ = ["Session", "setup", "current", "seed_everything", "pick_device"]
+
+
+@dataclass(frozen=True)
+class Session:
+    """What :func:`setup` chose: the profile, the device and the seed."""
+
+    profile: Profile
+    device: torch.device
+    seed: int
+
+    def __str__(self) -> str:
+        return f"Session(profile={self.profile.name!r}, device={self.device}, seed={self.seed})"
+
+
+_CURRENT: Session | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch (CPU and every CUDA device)."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def pick_device(profile: Profile, device: str | torch.device | None = None) -> tuple[torch.device, str | None]:
+    """Return ``(device, hint)``: CUDA when available (or asked for), else CPU.
+
+    ``hint`` is a sentence for the reader when the profile expects a GPU that is
+    not there (the run still proceeds on the CPU, slowly, and says so).
+    """
+    if device is not None:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                "device='cuda' was requested but torch.cuda.is_available() is False. "
+                "Install a CUDA build of torch, or in Colab choose Runtime > Change runtime type > GPU."
+            )
+        return dev, None
+    if profile.device == "cpu":
+        return torch.device("cpu"), None
+    if torch.cuda.is_available():
+        return torch.device("cuda"), None
+    hint = None
+    if profile.device == "cuda":
+        hint = (
+            f"profile {profile.name!r} expects a GPU but none was found: running on the CPU will be very slow. "
+            "In Colab choose Runtime > Change runtime type > T4 GPU; elsewhere install a CUDA build of torch, "
+            f"or pick a CPU profile with {PROFILE_ENV}=smoke or laptop."
+        )
+    return torch.device("cpu"), hint
+
+
+def apply_figure_style() -> None:
+    """The book's matplotlib style: readable fonts, light grid, fixed colours per model family."""
+    import matplotlib as mpl
+    from cycler import cycler
+
+    from .plots import PALETTE
+
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (6.4, 3.6),
+            "figure.dpi": 100,
+            "savefig.dpi": 120,
+            "savefig.bbox": "tight",
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "legend.fontsize": 9,
+            "legend.frameon": False,
+            "axes.prop_cycle": cycler(color=list(PALETTE.values())),
+        }
+    )
+
+
+def setup(profile: str | None = None, seed: int = 0, *, device: str | None = None, quiet: bool = False) -> Session:
+    """Prepare a chapter or script and print what will produce its numbers.
+
+    Args:
+        profile: ``"smoke"``, ``"laptop"``, ``"colab"`` or ``"paper"``. ``None`` reads the
+            ``CIFS_PROFILE`` environment variable, and falls back to ``"smoke"``.
+        seed: seeds Python, NumPy and torch.
+        device: force ``"cpu"`` or ``"cuda"``; ``None`` picks CUDA when the profile wants it and it exists.
+        quiet: skip the printed block.
+
+    Returns:
+        The :class:`Session` (also available later through :func:`current`).
+    """
+    global _CURRENT
+    prof = get_profile(profile)
+    seed_everything(seed)
+    dev, hint = pick_device(prof, device)
+    if dev.type == "cpu":
+        # Results on the CPU are bit-reproducible given the seed.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    apply_figure_style()
+    _CURRENT = Session(profile=prof, device=dev, seed=seed)
+    if not quiet:
+        print(describe(_CURRENT))
+        if hint:
+            print("HINT:", hint)
+    return _CURRENT
+
+
+def describe(session: Session) -> str:
+    """The short block :func:`setup` prints: versions, device, profile."""
+    from . import __version__
+
+    if session.device.type == "cuda":
+        dev = f"cuda ({torch.cuda.get_device_name(session.device)})"
+    else:
+        dev = f"cpu ({torch.get_num_threads()} threads)"
+    p = session.profile
+    return "\n".join(
+        [
+            f"cifs_edu {__version__} | torch {torch.__version__} | Python {platform.python_version()}",
+            f"device  : {dev}",
+            f"profile : {p.name} ({p.summary()}); seed {session.seed}",
+        ]
+    )
+
+
+def current() -> Session:
+    """The session from the last :func:`setup` call (a quiet default session if there was none)."""
+    global _CURRENT
+    if _CURRENT is None:
+        prof = get_profile(os.environ.get(PROFILE_ENV) or None)
+        dev, _ = pick_device(prof)
+        _CURRENT = Session(profile=prof, device=dev, seed=0)
+    return _CURRENT
