@@ -1,0 +1,43 @@
+# The README's two commands:  `make book`  and  `make test`.
+# Both create ./.venv if it is missing and install the pinned dependencies once;
+# later runs skip the installation unless pyproject.toml changed.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.cifs_edu-installed
+TORCHATTACKS := torchattacks==3.5.1
+
+.PHONY: env book test unit notebooks sync clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || { echo "[env] creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	@echo "[env] installing cifs_edu (editable) with the book and test extras"
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[book,test]"
+	@# torchattacks pins requests~=2.25 in its metadata, which would break Sphinx: install it without deps.
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps $(TORCHATTACKS)
+	@touch $(STAMP)
+	@echo "[env] ready: $(VENV)"
+
+# Build the whole book, executing every chapter; warnings are errors.
+book: env
+	$(VENV)/bin/jupyter-book build book/ -W -n --keep-going
+	@echo "Book built: $(CURDIR)/_build/html/index.html"
+
+# Unit tests and every chapter under nbval.
+test: env
+	$(PY) -m pytest tests book --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
+
+unit: env
+	$(PY) -m pytest tests -p no:cacheprovider
+
+notebooks: env
+	$(PY) -m pytest book --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
+
+# Re-pair every chapter's .ipynb with its MyST source (keeps cell ids).
+sync: env
+	$(VENV)/bin/jupytext --to ipynb --update book/[0-9]*.md
+
+clean:
+	rm -rf _build book/_build

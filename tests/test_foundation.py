@@ -1,0 +1,158 @@
+"""setup(), profiles, paths, packaging pins and the paper's tables."""
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+import torch
+
+import cifs_edu
+from cifs_edu import paths
+from cifs_edu.paper import comparison, paper_table, paper_tables
+from cifs_edu.profiles import PROFILES, ConfigError, get_profile
+
+from .conftest import ROOT
+
+
+def test_setup_defaults_to_smoke_and_prints_block(monkeypatch, capsys):
+    monkeypatch.delenv("CIFS_PROFILE", raising=False)
+    s = cifs_edu.setup()
+    out = capsys.readouterr().out
+    assert s.profile.name == "smoke"
+    assert s.device == torch.device("cpu")
+    assert f"torch {torch.__version__}" in out and "profile : smoke" in out and "device  : cpu" in out
+    assert "NOT CIFAR-10" in out  # smoke numbers are labelled as synthetic
+    assert cifs_edu.current() is s
+
+
+def test_setup_reads_environment_and_argument_wins(monkeypatch):
+    monkeypatch.setenv("CIFS_PROFILE", "laptop")
+    assert cifs_edu.setup(quiet=True).profile.name == "laptop"
+    assert cifs_edu.setup(profile="smoke", quiet=True).profile.name == "smoke"
+
+
+def test_setup_unknown_profile_lists_choices(monkeypatch):
+    with pytest.raises(ConfigError, match=r"unknown profile 'huge'.*colab.*laptop.*paper.*smoke"):
+        cifs_edu.setup(profile="huge")
+    monkeypatch.setenv("CIFS_PROFILE", "nope")
+    with pytest.raises(ConfigError, match="CIFS_PROFILE"):
+        cifs_edu.setup()
+
+
+def test_setup_seeds_everything():
+    import random
+
+    import numpy as np
+
+    cifs_edu.setup(seed=7, quiet=True)
+    a = (random.random(), np.random.rand(), torch.rand(3))
+    cifs_edu.setup(seed=7, quiet=True)
+    b = (random.random(), np.random.rand(), torch.rand(3))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    cifs_edu.setup(seed=8, quiet=True)
+    assert not torch.equal(torch.rand(3), a[2])
+    with pytest.raises(ValueError, match="seed"):
+        cifs_edu.setup(seed=-1, quiet=True)
+
+
+def test_gpu_profile_without_gpu_gives_hint(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    s = cifs_edu.setup(profile="colab")
+    out = capsys.readouterr().out
+    assert s.device.type == "cpu"
+    assert "HINT" in out and "GPU" in out and "Runtime" in out
+    with pytest.raises(RuntimeError, match="cuda"):
+        cifs_edu.setup(profile="smoke", device="cuda")
+
+
+def test_setup_applies_figure_style():
+    import matplotlib as mpl
+
+    mpl.rcdefaults()
+    cifs_edu.setup(quiet=True)
+    assert mpl.rcParams["axes.grid"] is True
+    assert mpl.rcParams["axes.spines.top"] is False
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"eps": -0.1}, "eps must be >= 0"),
+        ({"epochs": 0}, "epochs must be > 0"),
+        ({"milestones": (5, 3)}, "milestones"),
+        ({"dataset": "imagenet"}, "dataset must be one of"),
+        ({"device": "tpu"}, "device must be"),
+        ({"n_train": 0}, "n_train must be > 0"),
+    ],
+)
+def test_profile_validation(change, message):
+    with pytest.raises(ConfigError, match=message):
+        get_profile("smoke").replace(**change)
+
+
+def test_profile_validation_reports_all_problems_at_once():
+    with pytest.raises(ConfigError) as err:
+        get_profile("smoke").replace(eps=-1, epochs=0)
+    assert "eps" in str(err.value) and "epochs" in str(err.value)
+
+
+def test_paper_profile_is_the_papers_recipe():
+    p = PROFILES["paper"]
+    s = paper_tables()["settings"]["cifar10"]
+    assert (p.epochs, p.milestones, p.lr, p.batch_size) == (s["epochs"]["resnet18"], (75, 90), 0.1, 128)
+    assert p.weight_decay == s["weight_decay"]["resnet18"] and p.momentum == 0.9
+    assert p.eps == pytest.approx(8 / 255) and p.train_steps == 10 and p.train_step_size == pytest.approx(2 / 255)
+    assert p.width == 64 and p.dataset == "cifar10" and p.n_train is None
+
+
+def test_paths_follow_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CIFS_HOME", str(tmp_path))
+    monkeypatch.delenv("CIFS_DATA", raising=False)
+    monkeypatch.delenv("CIFS_RUNS", raising=False)
+    assert paths.data_dir() == tmp_path / "data" and paths.runs_dir() == tmp_path / "runs"
+    monkeypatch.setenv("CIFS_DATA", str(tmp_path / "elsewhere"))
+    assert paths.data_dir() == tmp_path / "elsewhere"
+
+
+def test_paper_tables_and_comparison():
+    t1 = paper_table("table1_cifar10_resnet18_last")
+    assert t1["rows"]["cifs"]["pgd100"] == 48.74 and t1["rows"]["vanilla"]["natural"] == 84.56
+    with pytest.raises(KeyError, match="known tables"):
+        paper_table("table99")
+    frame = comparison({"cifs": {"natural": 70.0, "pgd20": 40.0}}, "table1_cifar10_resnet18_last", "smoke")
+    assert frame.loc[("cifs", "this run (smoke)"), "pgd20"] == 40.0
+    assert frame.loc[("cifs", "paper"), "pgd20"] == 51.23
+    assert frame.loc[("vanilla", "paper"), "natural"] == 84.56
+
+
+def _pins_from_pyproject() -> dict[str, str]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = list(data["project"]["dependencies"])
+    for extra in data["project"]["optional-dependencies"].values():
+        reqs += extra
+    pins = {}
+    for r in reqs:
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^;\s]+)", r.strip())
+        assert m, f"pyproject dependency {r!r} is not pinned with =="
+        pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def test_environment_yml_matches_pyproject_pins():
+    pins = _pins_from_pyproject()
+    text = (ROOT / "environment.yml").read_text()
+    env_pins = dict(
+        (m.group(1).lower(), m.group(2)) for m in re.finditer(r"^\s*-\s*([A-Za-z0-9_.\-]+)==(\S+)\s*$", text, re.M)
+    )
+    assert env_pins, "environment.yml lists no pinned pip packages"
+    assert env_pins == pins
+    assert re.search(r"^\s*-\s*python=3\.11\s*$", text, re.M)
+    for key in ("torch", "torchvision", "jupyter-book", "nbval", "jupytext"):
+        assert key in pins
+
+
+def test_required_pins():
+    pins = _pins_from_pyproject()
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    assert pins["jupyter-book"] == "1.0.4.post1"
