@@ -9,12 +9,22 @@ Library map (each module is named after the paper's concept it implements):
 
 - :mod:`cifs_edu.profiles` -- the ``smoke`` / ``laptop`` / ``colab`` / ``paper`` switch;
 - :mod:`cifs_edu.runtime` -- :func:`setup`, seeding, device choice;
+- :mod:`cifs_edu.models` -- ResNet-18/10 and WRN-28-10 with optional CIFS or CAS layers;
+- :mod:`cifs_edu.cifs` -- probes, relevance (Eq. 1), IMGFs and the CIFS layer (Eq. 2);
+- :mod:`cifs_edu.cas` -- the CAS baseline (Bai et al., 2021);
+- :mod:`cifs_edu.losses` -- the adaptive loss (Eq. 3);
+- :mod:`cifs_edu.analysis` -- channel-wise activations (Fig. 1), per-class and top-k accuracy;
 - :mod:`cifs_edu.paper` -- the paper's tables, printed beside a run's numbers.
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .cas import CASLayer
+from .cifs import CIFSConfig, CIFSLayer
+from .losses import BETA_SWEEP, adaptive_loss
+from .models import build_model, count_parameters, load_authors_state_dict, load_backbone_state_dict, mask_grad
+from .outputs import ModelOutput
 from .profiles import PROFILES, ConfigError, Profile, get_profile
 from .runtime import Session, current, setup
 
@@ -27,4 +37,15 @@ __all__ = [
     "PROFILES",
     "get_profile",
     "ConfigError",
+    "build_model",
+    "mask_grad",
+    "count_parameters",
+    "load_authors_state_dict",
+    "load_backbone_state_dict",
+    "CIFSConfig",
+    "CIFSLayer",
+    "CASLayer",
+    "adaptive_loss",
+    "BETA_SWEEP",
+    "ModelOutput",
 ]
