@@ -13,6 +13,7 @@ Library map (each module is named after the paper's concept it implements):
 - :mod:`cifs_edu.cifs` -- probes, relevance (Eq. 1), IMGFs and the CIFS layer (Eq. 2);
 - :mod:`cifs_edu.cas` -- the CAS baseline (Bai et al., 2021);
 - :mod:`cifs_edu.losses` -- the adaptive loss (Eq. 3);
+- :mod:`cifs_edu.attacks` -- FGSM, PGD, C&W, AutoAttack, the beta_atk sweep, robust accuracy;
 - :mod:`cifs_edu.analysis` -- channel-wise activations (Fig. 1), per-class and top-k accuracy;
 - :mod:`cifs_edu.paper` -- the paper's tables, printed beside a run's numbers.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .attacks import CW, FGSM, PGD, AutoAttack, robust_accuracy, sweep
 from .cas import CASLayer
 from .cifs import CIFSConfig, CIFSLayer
 from .losses import BETA_SWEEP, adaptive_loss
@@ -48,4 +50,10 @@ __all__ = [
     "adaptive_loss",
     "BETA_SWEEP",
     "ModelOutput",
+    "FGSM",
+    "PGD",
+    "CW",
+    "AutoAttack",
+    "sweep",
+    "robust_accuracy",
 ]
