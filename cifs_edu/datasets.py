@@ -364,7 +364,10 @@ def _read_image_folder(split_dir: Path, image_size: int | None) -> tuple[torch.T
     key = (str(split_dir.resolve()), image_size, len(files), max(f.stat().st_mtime_ns for f in files))
     if key in _FOLDER_CACHE:
         return _FOLDER_CACHE[key]
-    images = [_decode(f) for f in files]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
+        images = list(pool.map(_decode, files, chunksize=64))
     sizes = {tuple(im.shape[1:]) for im in images}
     if image_size is not None:
         from torchvision.transforms.v2 import functional as TF
