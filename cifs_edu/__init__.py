@@ -13,6 +13,8 @@ Library map (each module is named after the paper's concept it implements):
 - :mod:`cifs_edu.cifs` -- probes, relevance (Eq. 1), IMGFs and the CIFS layer (Eq. 2);
 - :mod:`cifs_edu.cas` -- the CAS baseline (Bai et al., 2021);
 - :mod:`cifs_edu.losses` -- the adaptive loss (Eq. 3);
+- :mod:`cifs_edu.datasets` -- CIFAR-10, SVHN, Fashion-MNIST, image folders and the synthetic data;
+- :mod:`cifs_edu.synthetic` -- the embedded offline data set of the smoke profile;
 - :mod:`cifs_edu.attacks` -- FGSM, PGD, C&W, AutoAttack, the beta_atk sweep, robust accuracy;
 - :mod:`cifs_edu.analysis` -- channel-wise activations (Fig. 1), per-class and top-k accuracy;
 - :mod:`cifs_edu.paper` -- the paper's tables, printed beside a run's numbers.
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 from .attacks import CW, FGSM, PGD, AutoAttack, robust_accuracy, sweep
 from .cas import CASLayer
 from .cifs import CIFSConfig, CIFSLayer
+from .datasets import DataNotFoundError, DataSplits, as_tensors, class_counts, load_data, make_loader
 from .losses import BETA_SWEEP, adaptive_loss
 from .models import build_model, count_parameters, load_authors_state_dict, load_backbone_state_dict, mask_grad
 from .outputs import ModelOutput
@@ -56,4 +59,10 @@ __all__ = [
     "AutoAttack",
     "sweep",
     "robust_accuracy",
+    "load_data",
+    "make_loader",
+    "as_tensors",
+    "class_counts",
+    "DataSplits",
+    "DataNotFoundError",
 ]
