@@ -27,10 +27,15 @@ How a table scales with the profile:
   methods of the table are kept. Its numbers exercise the pipeline; they are not
   CIFAR-10, SVHN or Fashion-MNIST results.
 
-Compute estimates (:attr:`Table.gpu_hours`) are for the ``paper`` profile on one H100,
-from the measured training throughput per architecture (:data:`EPOCH_MINUTES`, PGD-10
-adversarial training, bfloat16, channels-last) times the epochs of every row, plus the
-evaluation; see :func:`estimate_gpu_hours`.
+Compute estimates (:func:`estimate_gpu_hours`, shown by ``python -m cifs_edu list``) are
+for the ``paper`` profile on one H100. They are FLOP counts, not measurements: forward
+FLOPs per image of each network (:data:`FWD_GFLOP`, counted with
+``torch.utils.flop_counter``), times the forward/backward passes of training (a PGD step
+costs about 2 forward passes, a training step 3), validation and the table's evaluation
+(x9 for the attacker's beta sweep), divided by an assumed effective bfloat16 throughput
+(:data:`H100_TFLOPS`: 55 TFLOP/s for the small ResNets at 32x32, 120 for WRN-28-10, i.e.
+6% and 12% of the H100's dense peak, typical of CIFAR-size convolutions). Treat them as
++-50%; ``scripts/engine_gpu_check.py`` measures the real throughput.
 """
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ from .training.config import TrainConfig
 
 __all__ = [
     "Row", "Table", "TABLES", "table_configs", "table_attacks", "reproduce", "ReproduceResult",
-    "estimate_gpu_hours", "EPOCH_MINUTES", "list_tables",
+    "estimate_gpu_hours", "epoch_minutes", "FWD_GFLOP", "H100_TFLOPS", "list_tables",
 ]
 
 _PAPER_EPOCHS = 120
@@ -181,9 +186,17 @@ _TABLE_LIST = [
 #: Registry of reproducible tables.
 TABLES: dict[str, Table] = {t.key: t for t in _TABLE_LIST}
 
-#: Minutes per PGD-10 adversarial-training epoch on one H100 (bfloat16, channels-last, batch 128),
-#: measured with cifs_edu on the full training set size of each dataset (see the module docstring).
-EPOCH_MINUTES: dict[tuple[str, str], float] = {}
+#: Forward GFLOPs per image (multiply-adds x 2) of the paper's networks, counted with
+#: ``torch.utils.flop_counter`` (ResNet-18 / WRN-28-10 on 3x32x32, ResNet-10 on 1x28x28; CIFS and
+#: CAS add under 0.1%).
+FWD_GFLOP = {"resnet18": 1.111, "wrn28_10": 10.49, "resnet10": 0.414}
+#: Assumed effective bfloat16 throughput on one H100 (TFLOP/s) for these networks (an estimate).
+H100_TFLOPS = {"resnet18": 55.0, "resnet10": 55.0, "wrn28_10": 120.0}
+#: Extra cost of the CIFS / CAS layers (mask computation, probe heads; memory-bound small ops).
+_DEFENSE_OVERHEAD = {"none": 1.0, "cas": 1.05, "cifs": 1.1}
+_TRAIN_SIZE = {"cifar10": 50000, "svhn": 73257, "fmnist": 60000, "synthetic": 10000}
+_TEST_SIZE = {"cifar10": 10000, "svhn": 26032, "fmnist": 10000, "synthetic": 2000}
+_AUTOATTACK_PASSES = 2 * (100 + 9 * 100 + 9 * 100) + 5000  # APGD-CE, APGD-T, FAB-T (2 passes/step), Square
 
 
 def _aliases() -> dict[str, str]:
@@ -276,26 +289,46 @@ def table_configs(key: str, profile: str = "smoke", **overrides: Any) -> dict[st
 
 
 # ---------------------------------------------------------------------- estimates
-def estimate_gpu_hours(key: str) -> float | None:
-    """Estimated H100 hours of a table at the ``paper`` profile (``None`` without a measurement).
+def _train_passes(cfg: TrainConfig) -> float:
+    """Forward-pass equivalents per training image and epoch."""
+    k = cfg.train_steps
+    return {"standard": 3.0, "pgd_at": 2.0 * k + 3, "fat": 2.0 * k + 3, "trades": 2.0 * k + 1 + 6}[cfg.method]
 
-    Sum over rows of ``epochs x EPOCH_MINUTES[arch, defense]`` (FAT costs at most as much as
-    PGD-AT, TRADES about 1.1x), plus 15% for validation and the final evaluation.
-    """
+
+def _attack_passes(name: str) -> float:
+    from .training.specs import parse_attack
+
+    spec = parse_attack(name)
+    if spec.kind == "natural":
+        return 1.0
+    if spec.kind == "autoattack":
+        return float(_AUTOATTACK_PASSES)
+    return 2.0 * spec.steps + 1
+
+
+def epoch_minutes(cfg: TrainConfig) -> float:
+    """Estimated H100 minutes of one training epoch of ``cfg`` on its full dataset (see the module docstring)."""
+    n = _TRAIN_SIZE.get(cfg.dataset, 50000) if cfg.n_train is None else cfg.n_train
+    flops = n * _train_passes(cfg) * FWD_GFLOP[cfg.arch] * 1e9 * _DEFENSE_OVERHEAD[cfg.defense]
+    return flops / (H100_TFLOPS[cfg.arch] * 1e12) / 60
+
+
+def estimate_gpu_hours(key: str) -> float:
+    """Estimated H100 hours of a table at the ``paper`` profile: training, validation and evaluation of every row."""
     table = _table(key)
-    total = 0.0
+    seconds = 0.0
     for cfg in table_configs(key, "paper").values():
-        minutes = EPOCH_MINUTES.get((cfg.arch, cfg.defense))
-        if minutes is None:
-            return None
-        if cfg.dataset == "svhn":
-            minutes *= 73257 / 50000
-        if cfg.dataset == "fmnist":
-            minutes *= (60000 / 50000) * (21 / 11)
-        if cfg.method == "trades":
-            minutes *= 1.1
-        total += cfg.epochs * minutes
-    return round(1.15 * total / 60, 1)
+        per_pass = FWD_GFLOP[cfg.arch] * 1e9 * _DEFENSE_OVERHEAD[cfg.defense] / (H100_TFLOPS[cfg.arch] * 1e12)
+        seconds += cfg.epochs * epoch_minutes(cfg) * 60
+        n_checks = math.ceil(cfg.epochs / cfg.eval_every)
+        seconds += n_checks * cfg.n_val * (2.0 * cfg.val_steps + 2) * per_pass
+        n_test = _TEST_SIZE.get(cfg.dataset, 10000) if cfg.eval_n is None else cfg.eval_n
+        betas = len(BETA_SWEEP) if cfg.adaptive else 1
+        for name in table_attacks(key, cfg):
+            n = min(cfg.aa_n, n_test) if name == "autoattack" else n_test
+            repeat = betas if (name not in ("natural", "autoattack") and (table.kind == "beta_sweep" or cfg.eval_sweep)) else 1
+            seconds += n * _attack_passes(name) * repeat * per_pass
+    return round(seconds / 3600, 1)
 
 
 def list_tables() -> list[dict[str, Any]]:
