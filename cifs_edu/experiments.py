@@ -26,6 +26,9 @@ How a table scales with the profile:
   (eps 8/255 even for the Fashion-MNIST table); only the architectures, defenses and
   methods of the table are kept. Its numbers exercise the pipeline; they are not
   CIFAR-10, SVHN or Fashion-MNIST results.
+- ``smoke`` and ``laptop`` multiply CIFS's softmax mask by the channel count of its last
+  layer (:data:`cifs_edu.profiles.MASK_SCALE_NOTE`): with the paper's mask, which sums to 1,
+  a CIFS model does not leave chance accuracy within these short schedules.
 
 Compute estimates (:func:`estimate_gpu_hours`, shown by ``python -m cifs_edu list``) are
 for the ``paper`` profile on one H100. They are FLOP counts, not measurements: forward

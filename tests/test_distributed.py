@@ -15,9 +15,12 @@ from cifs_edu.training import load_model, train
 from .conftest import ROOT
 from .test_train import tiny
 
-# the same run for both: 1 epoch, global batch 32 (16 per process with 2 processes)
+# the same run for both: 1 epoch, global batch 32 (16 per process with 2 processes). Standard training at
+# lr 0.01: at lr 0.1 (or with PGD's sign()) 3 SGD steps amplify reduction-order noise to 1-3% of the
+# weights' change, even between 1 and 2 threads of one process (measured), which would hide real bugs.
 SETTINGS = dict(n_train=96, n_val=32, n_test=32, eval_n=32, width=4, epochs=1, batch_size=32, train_steps=1,
-                val_steps=2, eval_batch_size=32, milestones=[], eval_attacks=["natural", "pgd20"])
+                val_steps=2, eval_every=1, eval_batch_size=32, milestones=[], eval_attacks=["natural", "pgd20"],
+                method="standard", lr=0.01)
 
 
 def test_single_process_helpers_are_no_ops():

@@ -18,7 +18,7 @@ from cifs_edu.training.methods import TrainForward, batch_loss, fat_examples, pg
 def tiny(**kw) -> TrainConfig:
     """A run of a few seconds: 64 synthetic images, width-4 ResNet-18, 1-step PGD."""
     values = dict(n_train=64, n_val=32, n_test=32, eval_n=32, width=4, epochs=1, batch_size=32, milestones=(),
-                  train_steps=1, val_steps=2, eval_attacks=("natural", "pgd20"), eval_batch_size=32)
+                  train_steps=1, val_steps=2, eval_every=1, eval_attacks=("natural", "pgd20"), eval_batch_size=32)
     values.update(kw)
     return TrainConfig.from_profile("smoke", **values)
 
@@ -254,3 +254,17 @@ def test_load_or_train_returns_the_cached_run(cifs_home, tmp_path, monkeypatch):
     assert more.trained_epochs == 0 and set(more.metrics["last"]) == {"natural", "fgsm"}
     assert more.metrics["last"]["natural"] == first.metrics["last"]["natural"]
     assert hist_file.stat().st_mtime_ns == stamp
+
+
+# ---------------------------------------------------------------------- the smoke profile
+def test_smoke_profile_adversarial_training_is_robust_standard_is_not(cifs_home):
+    """The smoke recipe: PGD-20 accuracy of a standard model is far below an adversarially trained one's."""
+    runs = {}
+    for method in ("standard", "pgd_at"):
+        cfg = TrainConfig.from_profile("smoke", defense="none", method=method, eval_n=200,
+                                       eval_attacks=("natural", "pgd20"))
+        runs[method] = load_or_train(cfg, progress=False).metrics["last"]
+    std, at = runs["standard"], runs["pgd_at"]
+    assert std["natural"] >= 80 and at["natural"] >= 70, runs
+    assert at["pgd20"] >= std["pgd20"] + 15, runs
+    assert at["pgd20"] >= 30, runs

@@ -72,6 +72,24 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _last_cifs_channels(arch: str, width: int) -> int:
+    """Channels C of the last CIFS position (P1) of ``build_model(arch, width=width)``."""
+    return 64 * width if arch == "wrn28_10" else 8 * width
+
+
+def _channel_scaled(values: Mapping[str, Any]) -> Any:
+    """``model_options`` with ``scale = C`` for a softmax-mask CIFS model (profiles with
+    ``cifs_mask_scale="channels"``; see :data:`cifs_edu.profiles.MASK_SCALE_NOTE`). An explicit
+    ``scale`` or another IMGF is left alone."""
+    opts = values.get("model_options") or {}
+    if not isinstance(opts, Mapping) or "scale" in opts or opts.get("imgf", "softmax") != "softmax":
+        return opts
+    arch, width = values.get("arch", "resnet18"), values.get("width")
+    if not _is_int(width) or width <= 0 or arch not in _ARCHS:
+        return opts  # invalid values are reported by validation
+    return {**opts, "scale": _last_cifs_channels(arch, width)}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run (see the module docstring). All fields are plain JSON types.
@@ -278,6 +296,10 @@ class TrainConfig:
     def from_profile(cls, profile: str | Profile | None = None, **overrides: Any) -> "TrainConfig":
         """A config with the profile's values, then ``overrides`` (any field of this class).
 
+        On profiles with ``cifs_mask_scale="channels"`` (smoke, laptop) a CIFS model with the
+        softmax mask gets ``model_options["scale"] = C`` (the channels of its last CIFS layer)
+        unless a ``scale`` is given: see :data:`cifs_edu.profiles.MASK_SCALE_NOTE`.
+
         Raises:
             ConfigError: unknown profile, unknown field names, or invalid values (all listed).
         """
@@ -290,6 +312,8 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid fields: {[f.name for f in dataclasses.fields(cls)]}")
         values.update(overrides)
+        if getattr(prof, "cifs_mask_scale", "paper") == "channels" and values.get("defense") == "cifs":
+            values["model_options"] = _channel_scaled(values)
         return cls(**values)
 
     def replace(self, **changes: Any) -> "TrainConfig":
