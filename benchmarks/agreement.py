@@ -12,7 +12,7 @@ images with PGD-20 (eps 8/255, step eps/10, no random start) by
 and reports clean accuracy, each robust accuracy, how many test images get a different
 prediction (fast vs exact, exact vs torchattacks) and the fraction of equal pixels.
 
-    python -m benchmarks.agreement [--epochs 8] [--width 16] [--cache DIR]
+    python -m benchmarks.agreement [--epochs 4] [--train-steps 3] [--width 16] [--cache DIR]
 """
 from __future__ import annotations
 
@@ -43,14 +43,14 @@ def load_sample(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def train_model(defense: str, data: dict, width: int, epochs: int, seed: int = 0, log=print):
-    """PGD-AT (PGD-5, step 2/255, random start, eps 8/255) with SGD, lr 0.1 -> 0.01 at 3/4 of
-    the epochs, random crop + flip; the attack phase on the fast copy, channels_last."""
+def train_model(defense: str, data: dict, width: int, epochs: int, seed: int = 0, steps: int = 3, log=print):
+    """PGD-AT (PGD-``steps``, step 2.5/255, random start, eps 8/255) with SGD, lr 0.1 -> 0.01 at
+    3/4 of the epochs, random crop + flip; the attack phase on the fast copy, channels_last."""
     from cifs_edu.attacks.fast import fast_copy
     from cifs_edu.training.config import TrainConfig
     from cifs_edu.training.methods import TrainForward, batch_loss, pgd_examples
 
-    cfg = TrainConfig(defense=defense, width=width, method="pgd_at", train_steps=5, train_step_size=2 / 255,
+    cfg = TrainConfig(defense=defense, width=width, method="pgd_at", train_steps=steps, train_step_size=2.5 / 255,
                       eps=8 / 255, batch_size=128, lr=0.1, epochs=epochs)
     torch.manual_seed(seed)
     model = cfg.build_model(3, 10).to(memory_format=torch.channels_last)
@@ -133,7 +133,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m benchmarks.agreement", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=None)
     p.add_argument("--width", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--train-steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--defenses", default="vanilla,cifs")
     p.add_argument("--cache", type=Path, default=Path("/tmp/cifs_edu_bench_agreement"))
@@ -147,7 +148,7 @@ def main(argv=None) -> dict:
     results = {}
     for name in args.defenses.split(","):
         defense = {"vanilla": "none"}.get(name, name)
-        ckpt = args.cache / f"{name}-w{args.width}-e{args.epochs}.pt"
+        ckpt = args.cache / f"{name}-w{args.width}-e{args.epochs}-s{args.train_steps}.pt"
         if ckpt.is_file():
             from cifs_edu.models import build_model
 
@@ -155,7 +156,7 @@ def main(argv=None) -> dict:
             model.load_state_dict(torch.load(ckpt, map_location="cpu"))
             model.eval()
         else:
-            model = train_model(defense, data, args.width, args.epochs)
+            model = train_model(defense, data, args.width, args.epochs, steps=args.train_steps)
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), ckpt)
         results[name] = compare(model, data["x_test"], data["y_test"])

@@ -122,14 +122,17 @@ def parse_args(argv=None):
     p.add_argument("--fast-attack", default="512", help="batches also timed with the attack phase on the "
                    "BN-folded fast copy ('' for none)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training forward (slow to start)")
-    p.add_argument("--box", type=float, default=40.0, help="seconds per configuration")
-    p.add_argument("--cap", type=float, default=420.0, help="no new configuration after this many seconds")
+    p.add_argument("--box", type=float, default=35.0, help="seconds per configuration")
+    p.add_argument("--cap", type=float, default=380.0, help="no new configuration after this many seconds")
     p.add_argument("--out", type=Path, default=None, help="folder for gpu_bench.json (default: $OUT)")
     args = p.parse_args(argv)
-    if args.tiny:
-        args.width, args.batches, args.box, args.eval_batch = 4, "8,16", 2.0, 16
-        args.fast_attack = "16" if args.fast_attack == "512" else args.fast_attack
-        args.at_steps, args.eval_steps = min(args.at_steps, 2), min(args.eval_steps, 3)
+    if args.tiny:  # smaller defaults; options given explicitly win
+        given = set(a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--"))
+        tiny = {"width": 4, "batches": "8,16", "box": 2.0, "eval_batch": 16, "fast_attack": "16",
+                "at_steps": 2, "eval_steps": 3}
+        for key, value in tiny.items():
+            if "--" + key.replace("_", "-") not in given:
+                setattr(args, key, value)
     return args
 
 
@@ -209,11 +212,28 @@ def main(argv=None) -> dict:
                 torch.cuda.empty_cache()
         save()
     result["total_s"] = time.perf_counter() - t_begin
+    _log(summary(result))
     _log(f"[gpu] done in {result['total_s']:.0f} s" + (f"; wrote {out_dir / 'gpu_bench.json'}" if out_dir else ""))
     save()
     if result.get("errors"):
         _log(f"[gpu] {len(result['errors'])} configuration(s) failed")
     return result
+
+
+def summary(result: dict) -> str:
+    """The results as a small text table (training: images/s, s/epoch, 120 epochs; evaluation: images/s)."""
+    lines = [f"\nPGD-{result['at_steps']} AT, ResNet-18 w{result['width']}, amp {result['amp']}, "
+             f"channels_last {result['channels_last']} ({result['machine'].get('gpu', result['machine']['device'])}):",
+             f"{'defense':8s} {'batch':>5s} {'attack':>11s} {'img/s':>8s} {'s/epoch':>8s} {'120 ep (min)':>12s}  goal <= 20 s/epoch"]
+    for r in result["training"]:
+        lines.append(f"{r['defense']:8s} {r['batch']:5d} {'fast copy' if r['fast_attack'] else 'engine':>11s} "
+                     f"{r['images_per_s']:8.0f} {r['epoch_s']:8.1f} {r['epochs_120_s'] / 60:12.1f}  "
+                     f"{'met' if r['epoch_s'] <= 20 else 'not met'}" + (" (compiled)" if r.get("compile") else ""))
+    for r in result["evaluation"]:
+        lines.append(f"PGD-{r['steps']} eval {r['defense']:8s} batch {r['batch']}: {r['images_per_s']:.0f} img/s")
+    if result["skipped"]:
+        lines.append(f"skipped (time cap): {', '.join(result['skipped'])}")
+    return "\n".join(lines)
 
 
 def _eval_config(defense: str, width: int, batch: int, steps: int, device: torch.device, amp, box: float) -> dict:

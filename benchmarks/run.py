@@ -70,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--at-repeats", type=int, default=None)
     p.add_argument("--at-widths", type=_ints, default=None)
+    p.add_argument("--at-steps", type=int, default=None, help="PGD steps of the AT step (default 10, the paper's)")
     p.add_argument("--defenses", default="vanilla,cas,cifs,cifs_autograd",
                    help="step benchmarks: vanilla, cas, cifs, cifs_autograd (CIFS with autograd relevance)")
     p.add_argument("--variants", default="engine",
@@ -78,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pgd-batch", type=int, default=None)
     p.add_argument("--pgd-repeats", type=int, default=None)
     p.add_argument("--pgd-defenses", default=None, help="vanilla,cifs")
+    p.add_argument("--pgd-variants", default="exact,fold,cl,default",
+                   help="cifs_edu PGD variants (exact, fold, cl, default); torchattacks is always timed")
     p.add_argument("--profile", default="smoke", help="profile of the chapter / book benchmarks")
     p.add_argument("--no-warm", action="store_true", help="chapters: only the cold run")
     args = p.parse_args(argv)
@@ -87,7 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"unknown benchmark(s) {bad}; choose from {BENCHMARKS}")
     args.only = only
     preset = dict(PRESETS["tiny" if args.tiny else "quick" if args.quick else "full"])
-    for key in ("widths", "batch", "repeats", "at_repeats", "at_widths", "pgd_width", "pgd_batch", "pgd_repeats"):
+    for key in ("widths", "batch", "repeats", "at_repeats", "at_widths", "at_steps", "pgd_width", "pgd_batch",
+                "pgd_repeats"):
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
     if args.pgd_defenses:
@@ -97,6 +101,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.preset = preset
     args.defenses = tuple(s for s in args.defenses.split(",") if s)
     args.variants = tuple(s for s in args.variants.split(",") if s)
+    args.pgd_variants = tuple(s for s in args.pgd_variants.split(",") if s)
+    from .pgd import VARIANTS
+    from .steps import DEFENSES
+
+    for given, known, what in ((args.pgd_variants, VARIANTS, "--pgd-variants"), (args.defenses, DEFENSES, "--defenses"),
+                               (args.variants, ("engine", "engine+cl", "engine+fastatk", "engine+cl+fastatk"),
+                                "--variants")):
+        bad = [g for g in given if g not in known]
+        if bad:
+            p.error(f"{what}: unknown {bad}; choose from {tuple(known)}")
     return args
 
 
@@ -210,7 +224,7 @@ def main(argv=None) -> dict:
         from . import pgd
 
         rows += pgd.run(width=pre["pgd_width"], batch=pre["pgd_batch"], steps=pre["pgd_steps"],
-                        defenses=pre["pgd_defenses"], repeats=pre["pgd_repeats"], log=log)
+                        defenses=pre["pgd_defenses"], repeats=pre["pgd_repeats"], variants=args.pgd_variants, log=log)
     if "relevance" in args.only:
         from . import relevance
 

@@ -133,10 +133,12 @@ def run(widths=(64, 8), batch: int = 128, defenses=("vanilla", "cas", "cifs", "c
                 if kind != "at" and variant.endswith("fastatk") and kind == "train":
                     continue  # identical to engine+cl
                 n = at_repeats if kind == "at" else repeats
+                # the AT step only repeats what train/attack already warmed up (same models)
+                warm = 0 if kind == "at" and {"train", "attack"} & set(kinds) else warmup
                 label = f"{kind}[{variant}] w={width} b={batch}" + (f" pgd{at_steps}" if kind == "at" else "")
-                log(f"[steps] {label}: {', '.join(defenses)} x {n} (+{warmup} warm-up)")
+                log(f"[steps] {label}: {', '.join(defenses)} x {n} (+{warm} warm-up)")
                 fns = {d: steps[d][kind] for d in defenses}
-                st = measure_interleaved(fns, repeats=n, warmup=warmup, per={d: batch for d in defenses})
+                st = measure_interleaved(fns, repeats=n, warmup=warm, per={d: batch for d in defenses})
                 base = st.get("vanilla")
                 for d in defenses:
                     s = st[d]
