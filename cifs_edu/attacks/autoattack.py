@@ -72,6 +72,10 @@ class AutoAttack(Attack):
             e.g. ``("apgd-ce", "apgd-t", "square")``.
         eval_mode: run with the model in eval mode (default).
         verbose: let torchattacks print each component's progress.
+        fold_bn: the components attack a private copy of the model with its eval-mode
+            BatchNorms folded (default: when ``eval_mode``; see :mod:`cifs_edu.attacks.fast`).
+        channels_last: must stay ``None``/``False``: torchattacks' FAB reshapes input
+            gradients with ``.view``, which fails on channels_last tensors.
     """
 
     def __init__(
@@ -87,8 +91,13 @@ class AutoAttack(Attack):
         attacks_to_run: Sequence[str] | None = None,
         eval_mode: bool = True,
         verbose: bool = False,
+        fold_bn: bool | None = None,
+        channels_last: bool | None = None,
     ) -> None:
-        super().__init__(model, eps, loss="ce", eval_mode=eval_mode)
+        if channels_last:
+            raise ConfigError("AutoAttack: channels_last=True is not supported (torchattacks' FAB reshapes "
+                              "input gradients with .view, which needs contiguous tensors)")
+        super().__init__(model, eps, loss="ce", eval_mode=eval_mode, fold_bn=fold_bn, channels_last=False)
         if version not in ("standard", "custom"):
             raise ConfigError(f"version must be 'standard' or 'custom' (got {version!r})")
         if version == "standard" and attacks_to_run is not None:
@@ -164,8 +173,12 @@ class AutoAttack(Attack):
 
     def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
         devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # torchattacks reseeds the global RNG
-            x_adv = self.torchattacks(x, y)
+        self._logits_model.model = self.network  # the fast copy (if enabled) for this call
+        try:
+            with torch.random.fork_rng(devices=devices):  # torchattacks reseeds the global RNG
+                x_adv = self.torchattacks(x, y)
+        finally:
+            self._logits_model.model = self.model
         # the components project onto the ball already; this only removes float rounding
         return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp_(0, 1)
 

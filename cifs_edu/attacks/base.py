@@ -25,6 +25,13 @@ During an attack the model is put in eval mode (BatchNorm running statistics; CI
 from predictions), as in the paper's evaluation; the previous ``training`` flag of every
 submodule is restored afterwards. Gradients are taken with :func:`torch.autograd.grad`
 with respect to the input only, so parameter ``.grad`` fields are never touched.
+
+Speed (eval-mode attacks only, on by default): the gradients are computed on a private copy
+of the model with its BatchNorms folded into the preceding convolutions, channels_last
+weights and frozen parameters (:mod:`cifs_edu.attacks.fast`); about 2x faster on the CPU.
+The copy computes the same function up to float rounding, so a sign step can differ on a
+pixel whose gradient is within rounding of zero; ``fold_bn=False, channels_last=False``
+runs the caller's model itself (bit-for-bit the plain computation).
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ from torch import Tensor, nn
 from ..losses import Beta, adaptive_loss, cross_entropy, loss_weights, parse_beta
 from ..outputs import ModelOutput
 from ..profiles import ConfigError
+from .fast import FastCopy, fast_copy
 
 __all__ = ["Attack", "format_eps", "model_name", "model_device", "eval_mode"]
 
@@ -114,6 +122,10 @@ class Attack:
         mask_grad: ``None`` (leave the model as it is), ``"detached"`` (the authors' CIFS: the mask is
             a constant of the input) or ``"full"`` (gradients also flow through the relevance and
             the mask); set with ``model.set_mask_grad`` for the attack's duration.
+        fold_bn: compute gradients on a private copy with eval-mode BatchNorms folded into their
+            convolutions (``None``, the default: when ``eval_mode``; ``True`` needs ``eval_mode``).
+        channels_last: that copy (and the inputs) in channels_last memory format (same default).
+            With both off the attack runs the caller's model itself. See :mod:`cifs_edu.attacks.fast`.
     """
 
     #: the standard (non-adaptive) loss name of this attack
@@ -130,6 +142,8 @@ class Attack:
         eval_mode: bool = True,
         amp: bool = False,
         mask_grad: str | None = None,
+        fold_bn: bool | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module (got {type(model).__name__})")
@@ -167,7 +181,16 @@ class Attack:
                 raise ConfigError(f"mask_grad must be None, 'detached' or 'full' (got {mask_grad!r})")
             if not hasattr(model, "set_mask_grad"):
                 raise ConfigError(f"mask_grad={mask_grad!r} needs a model with set_mask_grad (a CIFS model)")
+        for name, flag in (("fold_bn", fold_bn), ("channels_last", channels_last)):
+            if flag is not None and not isinstance(flag, bool):
+                raise ConfigError(f"{name} must be None, True or False (got {flag!r})")
+            if flag and not eval_mode:
+                raise ConfigError(f"{name}=True needs eval_mode=True (BatchNorm uses batch statistics in train mode)")
         self.model = model
+        self.fold_bn = eval_mode if fold_bn is None else fold_bn
+        self.channels_last = eval_mode if channels_last is None else channels_last
+        #: the private fast copy while an attack runs (None otherwise)
+        self._fast: FastCopy | None = None
         self.eps = eps
         self.loss = loss
         self.beta_atk = beta
@@ -188,8 +211,13 @@ class Attack:
         xd = x.detach().to(device)
         yd = y.detach().to(device)
         with self._attack_context():
+            if self._fast is not None:
+                xd = self._fast.prepare(xd)
             x_adv = self._perturb(xd, yd)
-        return x_adv.detach().to(device=x.device, dtype=x.dtype)
+        x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype)
+        if x_adv.dim() == 4 and x.is_contiguous() and not x_adv.is_contiguous():
+            x_adv = x_adv.contiguous()  # back to the caller's memory format
+        return x_adv
 
     def per_example_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The attacker's objective for each example and the final logits.
@@ -197,11 +225,12 @@ class Attack:
         Returns:
             ``(loss, logits)``: loss shape (N,) in float32 (to be maximised), logits (N, K).
         """
+        net = self.network
         with self._autocast():
-            if self.loss == "adaptive" and hasattr(self.model, "forward_with_aux"):
-                out = self.model.forward_with_aux(x)
+            if self.loss == "adaptive" and hasattr(net, "forward_with_aux"):
+                out = net.forward_with_aux(x)
             else:
-                out = ModelOutput(logits=self.model(x))
+                out = ModelOutput(logits=net(x))
             if self.loss == "adaptive":
                 loss = adaptive_loss(
                     out, y, self.beta_atk, scale=self.scale, reduction="none", criterion=self.criterion
@@ -220,6 +249,11 @@ class Attack:
             loss, _ = self.per_example_loss(x, y)
             (grad,) = torch.autograd.grad(loss.sum(), x)
         return grad
+
+    @property
+    def network(self) -> nn.Module:
+        """The module the attack differentiates: the fast copy during an attack, else ``model``."""
+        return self._fast.model if self._fast is not None else self.model
 
     # ------------------------------------------------------------------ subclass hooks
     def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
@@ -240,6 +274,9 @@ class Attack:
         fields.append(("amp", str(self.amp)))
         if self.mask_grad is not None:
             fields.append(("mask_grad", repr(self.mask_grad)))
+        if self.eval_mode and not (self.fold_bn and self.channels_last):
+            fields.append(("fold_bn", str(self.fold_bn)))
+            fields.append(("channels_last", str(self.channels_last)))
         fields.append(("model", model_name(self.model)))
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v}" for k, v in fields) + ")"
 
@@ -253,9 +290,14 @@ class Attack:
         """Eval mode and the mask-gradient mode for the attack; everything restored afterwards."""
         with eval_mode(self.model, self.eval_mode):
             previous_mask = self.model.set_mask_grad(self.mask_grad) if self.mask_grad is not None else None
+            outer = self._fast is not None  # nested call (e.g. input_gradient inside an attack)
             try:
+                if not outer and (self.fold_bn or self.channels_last):
+                    self._fast = fast_copy(self.model, fold_bn=self.fold_bn, channels_last=self.channels_last)
                 with torch.enable_grad():
                     yield
             finally:
+                if not outer:
+                    self._fast = None
                 if self.mask_grad is not None:
                     self.model.set_mask_grad(previous_mask)

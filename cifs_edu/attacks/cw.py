@@ -25,7 +25,7 @@ class CW(PGD):
     """C&W-l_inf: PGD on the margin loss with confidence ``kappa``.
 
     Args:
-        model, eps, loss, beta_atk, scale, eval_mode, amp, mask_grad: see :class:`~cifs_edu.attacks.Attack`
+        model, eps, loss, beta_atk, scale, eval_mode, amp, mask_grad, fold_bn, channels_last: see :class:`~cifs_edu.attacks.Attack`
             (the standard loss is called ``"margin"`` here).
         steps: default 30; alpha: default ``eps/10``; kappa: default 50 (the authors' value).
         random_start, restarts, seed: as in :class:`~cifs_edu.attacks.PGD`.
@@ -50,10 +50,13 @@ class CW(PGD):
         eval_mode: bool = True,
         amp: bool = False,
         mask_grad: str | None = None,
+        fold_bn: bool | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__(
             model, eps, alpha=alpha, steps=steps, random_start=random_start, restarts=restarts, seed=seed,
             loss=loss, beta_atk=beta_atk, scale=scale, eval_mode=eval_mode, amp=amp, mask_grad=mask_grad,
+            fold_bn=fold_bn, channels_last=channels_last,
         )
         self.criterion = CWMargin(kappa)
         self.kappa = self.criterion.kappa

@@ -22,7 +22,7 @@ class FGSM(PGD):
     """FGSM: PGD with one step of size ``eps`` from the clean input.
 
     Args:
-        model, eps, loss, beta_atk, scale, eval_mode, amp, mask_grad: see :class:`~cifs_edu.attacks.Attack`.
+        model, eps, loss, beta_atk, scale, eval_mode, amp, mask_grad, fold_bn, channels_last: see :class:`~cifs_edu.attacks.Attack`.
     """
 
     def __init__(
@@ -36,10 +36,13 @@ class FGSM(PGD):
         eval_mode: bool = True,
         amp: bool = False,
         mask_grad: str | None = None,
+        fold_bn: bool | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__(
             model, eps, alpha=None, steps=1, random_start=False, restarts=1,
             loss=loss, beta_atk=beta_atk, scale=scale, eval_mode=eval_mode, amp=amp, mask_grad=mask_grad,
+            fold_bn=fold_bn, channels_last=channels_last,
         )
         self.alpha = self.eps
 

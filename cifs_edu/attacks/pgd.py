@@ -41,7 +41,7 @@ class PGD(Attack):
     """l_inf PGD on the standard (CE) or adaptive (Eq. 3) loss.
 
     Args:
-        model, eps, loss, beta_atk, scale, eval_mode, amp, mask_grad: see :class:`~cifs_edu.attacks.Attack`.
+        model, eps, loss, beta_atk, scale, eval_mode, amp, mask_grad, fold_bn, channels_last: see :class:`~cifs_edu.attacks.Attack`.
         alpha: step size (default ``eps / 10``, the paper's evaluation).
         steps: number of steps (default 20: PGD-20).
         random_start: start from a uniform random point of the eps-ball (clipped to [0, 1]).
@@ -72,9 +72,12 @@ class PGD(Attack):
         eval_mode: bool = True,
         amp: bool = False,
         mask_grad: str | None = None,
+        fold_bn: bool | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__(
-            model, eps, loss=loss, beta_atk=beta_atk, scale=scale, eval_mode=eval_mode, amp=amp, mask_grad=mask_grad
+            model, eps, loss=loss, beta_atk=beta_atk, scale=scale, eval_mode=eval_mode, amp=amp, mask_grad=mask_grad,
+            fold_bn=fold_bn, channels_last=channels_last
         )
         alpha = self.eps / 10 if alpha is None else alpha
         try:

@@ -37,6 +37,10 @@ class WideBasic(nn.Module):
     uses ``x`` itself (equal widths) or ``convShortcut(relu1(bn1(x)))`` unmasked.
     """
 
+    #: conv1's output feeds only bn2 (foldable in eval mode, see :mod:`cifs_edu.attacks.fast`);
+    #: bn1 pre-activates the block input and is not foldable
+    bn_fold_pairs = (("conv1", "bn2"),)
+
     def __init__(self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
