@@ -45,6 +45,10 @@ class Profile:
         train_steps, train_step_size: PGD used to make training examples.
         eval_n: test images used for attack evaluation; aa_n: images for AutoAttack.
         device: ``"cpu"``, ``"cuda"`` (expects a GPU, hints if missing) or ``"auto"``.
+        eval_attacks: the final test-set suite of a training run (names as in
+            :func:`cifs_edu.training.parse_attack`: natural, fgsm, pgd20, cw, pgd100, autoattack).
+        eval_sweep: report CIFS/CAS robustness as the worst case over the attacker's betas.
+        val_steps: PGD steps (step eps/4) of the per-epoch validation that picks the best epoch.
     """
 
     name: str
@@ -69,6 +73,9 @@ class Profile:
     eval_batch_size: int = 500
     eval_every: int = 1
     num_workers: int = 0
+    eval_attacks: tuple[str, ...] = ("natural", "fgsm", "pgd20")
+    eval_sweep: bool = False
+    val_steps: int = 10
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -79,7 +86,7 @@ class Profile:
             problems.append(f"train_steps must be >= 0 (got {self.train_steps})")
         if self.train_step_size < 0:
             problems.append(f"train_step_size must be >= 0 (got {self.train_step_size})")
-        for name in ("epochs", "batch_size", "width", "eval_batch_size", "eval_every"):
+        for name in ("epochs", "batch_size", "width", "eval_batch_size", "eval_every", "val_steps"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0 (got {getattr(self, name)})")
         for name in ("n_train", "n_test", "eval_n"):

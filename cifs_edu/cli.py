@@ -1,0 +1,218 @@
+"""Command line: ``python -m cifs_edu {train, eval, reproduce, list}``.
+
+Examples::
+
+    python -m cifs_edu train --profile smoke --defense cifs --method pgd_at
+    python -m cifs_edu train --profile laptop --dataset folder:/data/cifar10-sample --defense cifs
+    python -m cifs_edu eval ~/.cache/cifs_edu/runs/smoke-resnet18-cifs-pgd_at-<key> --attack pgd20 --attack cw
+    python -m cifs_edu eval RUN_DIR --attack sweep --n 200
+    python -m cifs_edu reproduce table1 --profile smoke
+    python -m cifs_edu list
+    torchrun --nproc_per_node=4 -m cifs_edu train --profile paper --defense cifs     # several GPUs
+
+Results are JSON files next to the checkpoints (``results.json`` of a run; ``eval/*.json``
+for ``eval``; ``runs_dir()/tables/<table>-<profile>.json`` for ``reproduce``) and the
+same JSON is printed on stdout (``--json``) or summarised. Configuration and data errors
+print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from .profiles import PROFILES, ConfigError
+
+__all__ = ["main", "build_parser"]
+
+
+def _value(text: str) -> Any:
+    """Parse a --set value: JSON when possible (numbers, true/false/null, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects KEY=VALUE (got {item!r})")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _value(v.strip())
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m cifs_edu``."""
+    from .training.specs import ATTACK_HELP
+
+    p = argparse.ArgumentParser(prog="python -m cifs_edu", description="Train, evaluate and reproduce CIFS (Yan et al., ICML 2021).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,reproduce,list}")
+
+    t = sub.add_parser("train", help="train (or resume) one model", description="Train one model; resumes an interrupted run of the same configuration.")
+    t.add_argument("--profile", choices=sorted(PROFILES), default=None, help="scale of the run (default: $CIFS_PROFILE or smoke)")
+    t.add_argument("--arch", choices=["resnet18", "resnet10", "wrn28_10"], help="backbone (default resnet18)")
+    t.add_argument("--defense", choices=["none", "cifs", "cas"], default="none", help="vanilla, CIFS (this paper) or CAS (Bai et al.)")
+    t.add_argument("--method", choices=["standard", "pgd_at", "trades", "fat"], default="pgd_at", help="training method (default pgd_at)")
+    t.add_argument("--dataset", help="synthetic, cifar10, svhn, fmnist or folder:PATH (overrides the profile)")
+    t.add_argument("--epochs", type=int, help="number of epochs (overrides the profile)")
+    t.add_argument("--width", type=int, help="ResNet base width (64 = the paper's) or WRN widen factor")
+    t.add_argument("--n-train", type=int, help="training images (overrides the profile)")
+    t.add_argument("--beta", help="beta of the adaptive loss for CIFS/CAS training (default 2)")
+    t.add_argument("--seed", type=int, help="random seed (default 0)")
+    t.add_argument("--imgf", choices=["softmax", "sigmoid", "softplus", "relu"], help="CIFS importance-mask function")
+    t.add_argument("--k", type=int, help="CIFS top-k (default 2)")
+    t.add_argument("--positions", help="CIFS/CAS positions, comma-separated (P1 = last block, P2 = second-to-last)")
+    t.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help="mixed precision on CUDA (default auto)")
+    t.add_argument("--eval-attacks", help=f"comma-separated final test attacks ({ATTACK_HELP})")
+    t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="any TrainConfig field, e.g. --set lr=0.05 --set milestones=[3,4] (repeatable)")
+    t.add_argument("--option", action="append", metavar="KEY=VALUE", help="any build_model option, e.g. --option probes=linear (repeatable)")
+    t.add_argument("--run-dir", help="run folder (default: runs_dir()/<profile>-<arch>-<defense>-<method>-<key>)")
+    t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint of this run exists")
+    t.add_argument("--device", choices=["cpu", "cuda"], help="force a device (default from the profile)")
+    t.add_argument("--max-epochs", type=int, help="stop after this many epochs (resume later with the same command)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--json", action="store_true", help="print the full results JSON")
+
+    e = sub.add_parser("eval", help="evaluate a trained run under attacks", description="Evaluate a run folder or checkpoint on its test split.")
+    e.add_argument("source", help="run folder or checkpoint file (last.pt / best.pt)")
+    e.add_argument("--attack", action="append", metavar="NAME", help=f"attack ({ATTACK_HELP}, or sweep = PGD-20 over the attacker's betas); repeatable; default pgd20")
+    e.add_argument("--sweep", action="store_true", help="CIFS/CAS: worst case over the attacker's betas (Table B.3)")
+    e.add_argument("--beta-atk", help="attacker's beta for CIFS/CAS (default: the training beta)")
+    e.add_argument("--which", choices=["last", "best"], default="last", help="checkpoint of a run folder (default last)")
+    e.add_argument("--n", type=int, help="test images (default: the run's eval_n)")
+    e.add_argument("--device", choices=["cpu", "cuda"], help="force a device")
+    e.add_argument("--no-cache", action="store_true", help="recompute even if this evaluation was saved")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.add_argument("--json", action="store_true", help="print the full JSON")
+
+    r = sub.add_parser("reproduce", help="run the models behind a paper table and compare", description="Train (once) and evaluate the models of a paper table; print the paper's numbers beside the run's.")
+    r.add_argument("table", help="table key or prefix (see `list`), e.g. table1 or tableE2_positions")
+    r.add_argument("--profile", choices=sorted(PROFILES), default=None, help="scale (default: $CIFS_PROFILE or smoke)")
+    r.add_argument("--rows", help="only these rows, comma-separated")
+    r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="TrainConfig field for every row, e.g. --set epochs=2 (repeatable)")
+    r.add_argument("--device", choices=["cpu", "cuda"], help="force a device")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    sub.add_parser("list", help="list the reproducible tables", description="List the tables `reproduce` knows.")
+    return p
+
+
+def _train(args) -> int:
+    from .training import TrainConfig, train
+
+    over: dict[str, Any] = {}
+    for name in ("arch", "defense", "method", "dataset", "epochs", "width", "seed", "amp"):
+        v = getattr(args, name)
+        if v is not None:
+            over[name] = v
+    if args.n_train is not None:
+        over["n_train"] = args.n_train
+    if args.beta is not None:
+        over["beta"] = _value(args.beta)
+    if args.eval_attacks:
+        over["eval_attacks"] = tuple(a for a in args.eval_attacks.split(",") if a)
+    options = _pairs(args.option, "--option")
+    for name in ("imgf", "k"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    if args.positions:
+        options["positions"] = [p.strip() for p in args.positions.split(",") if p.strip()]
+    if options:
+        over["model_options"] = options
+    over.update(_pairs(args.set, "--set"))
+    config = TrainConfig.from_profile(args.profile, **over)
+    result = train(config, run_dir=args.run_dir, resume=not args.no_resume, progress=not args.no_progress,
+                   device=args.device, max_epochs=args.max_epochs)
+    from . import distributed as dist
+
+    if not dist.is_main():
+        return 0
+    if result.metrics is None:
+        print(f"stopped after epoch {len(result.history)} of {config.epochs}; resume with the same command. run: {result.run_dir}")
+        return 0
+    if args.json:
+        print(json.dumps(result.metrics, indent=2))
+    else:
+        print(f"run      : {result.run_dir}")
+        print(f"epochs   : {result.metrics['epochs']} (trained now: {result.trained_epochs}); best epoch {result.metrics['best_epoch']}")
+        print(f"last     : {_fmt(result.metrics['last'])}")
+        if result.metrics.get("best"):
+            print(f"best     : {_fmt(result.metrics['best'])}")
+        print(f"results  : {result.run_dir / 'results.json'}")
+    return 0
+
+
+def _fmt(acc: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}%" for k, v in acc.items())
+
+
+def _eval(args) -> int:
+    from .training import evaluate_run
+
+    attacks = args.attack or ["pgd20"]
+    sweep = args.sweep
+    if "sweep" in attacks:
+        attacks = [a for a in attacks if a != "sweep"] or []
+        if "pgd20" not in attacks:
+            attacks.append("pgd20")
+        sweep = True
+    result = evaluate_run(args.source, attacks, which=args.which, n=args.n, sweep=sweep,
+                          beta=_value(args.beta_atk) if args.beta_atk is not None else None,
+                          device=args.device, progress=not args.no_progress, cache=not args.no_cache)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"run     : {result['run_name']} ({result['spec']['checkpoint']}, epoch {result['spec']['epoch']})")
+        for name, acc in result["accuracy"].items():
+            extra = ""
+            if name in result.get("per_beta", {}):
+                extra = "  (per beta_atk: " + ", ".join(f"{b}: {v:.2f}" for b, v in result["per_beta"][name].items()) + ")"
+            print(f"{name:10s}: {acc:6.2f}% of {result['n'][name]}{extra}")
+        print(f"saved   : {result['path']}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from .experiments import reproduce
+    from .profiles import get_profile
+
+    rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
+    reproduce(args.table, get_profile(args.profile).name, rows=rows, device=args.device,
+              progress=not args.no_progress, verbose=True, **_pairs(args.set, "--set"))
+    return 0
+
+
+def _list(args) -> int:
+    from .experiments import list_tables
+
+    for t in list_tables():
+        hours = "?" if t["gpu_hours_paper"] is None else f"{t['gpu_hours_paper']:.0f}"
+        print(f"{t['key']:32s} {len(t['rows'])} models, {t['which']:4s}, ~{hours:>4s} H100-h at paper | {t['title']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for configuration, data and checkpoint errors)."""
+    from .checkpoint import CheckpointError
+
+    try:
+        from .datasets import DataNotFoundError
+    except ImportError:  # pragma: no cover - the data module is part of the package
+        DataNotFoundError = FileNotFoundError  # type: ignore[misc,assignment]
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": _train, "eval": _eval, "reproduce": _reproduce, "list": _list}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, DataNotFoundError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        from . import distributed as dist
+
+        dist.shutdown()

@@ -1,0 +1,490 @@
+"""The paper's tables as runnable experiments: which models to train, how to evaluate them.
+
+>>> from cifs_edu.experiments import TABLES, table_configs, reproduce
+>>> list(TABLES)                                   # doctest: +SKIP
+>>> table_configs("table1_cifar10_resnet18_last", "paper")["cifs"].lr   # doctest: +SKIP
+0.1
+>>> reproduce("tableE2_positions", "smoke")        # trains (once), evaluates, prints  # doctest: +SKIP
+
+Each :class:`Table` lists its rows (one trained model each, as :class:`TrainConfig`
+overrides), the attacks of its columns, whether the last or the best epoch is reported,
+and the paper's numbers it compares with (:func:`cifs_edu.paper.paper_table`).
+
+How a table scales with the profile:
+
+- ``paper``: the exact recipe of the appendices -- CIFAR-10 ResNet-18: 120 epochs, lr 0.1
+  (x0.1 at 75, 90), wd 2e-4; WRN-28-10: 110 epochs, wd 5e-4; SVHN ResNet-18: lr 0.01,
+  wd 5e-4; Fashion-MNIST ResNet-10: eps 0.3, PGD-20 with step 0.02, lr drops at 45, 75, 90;
+  all with PGD-10 (step eps/4) unless stated, batch 128, momentum 0.9, beta = 2.
+  Evaluation: full test set, FGSM, PGD-20, C&W (PGD-30 on the margin), PGD-100 (step
+  eps/10), CIFS/CAS under the adaptive attack, worst case over the attacker's betas.
+- ``colab`` / ``laptop``: the same datasets (subsets on the laptop), methods and
+  per-dataset learning rates and weight decays, with the profile's epochs (the
+  learning-rate drops at the same fractions of training), PGD steps (same steps-to-eps
+  ratio), widths (WRN widen factor ``round(10 * width / 64)``) and evaluation sizes.
+- ``smoke``: every table runs on the embedded synthetic data with the smoke recipe
+  (eps 8/255 even for the Fashion-MNIST table); only the architectures, defenses and
+  methods of the table are kept. Its numbers exercise the pipeline; they are not
+  CIFAR-10, SVHN or Fashion-MNIST results.
+
+Compute estimates (:attr:`Table.gpu_hours`) are for the ``paper`` profile on one H100,
+from the measured training throughput per architecture (:data:`EPOCH_MINUTES`, PGD-10
+adversarial training, bfloat16, channels-last) times the epochs of every row, plus the
+evaluation; see :func:`estimate_gpu_hours`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .losses import BETA_SWEEP
+from .profiles import ConfigError, get_profile
+from .training.config import TrainConfig
+
+__all__ = [
+    "Row", "Table", "TABLES", "table_configs", "table_attacks", "reproduce", "ReproduceResult",
+    "estimate_gpu_hours", "EPOCH_MINUTES", "list_tables",
+]
+
+_PAPER_EPOCHS = 120
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model of a table: its name in the paper's table and its config overrides."""
+
+    name: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A reproducible table.
+
+    Attributes:
+        key: registry key (the paper table's key where there is one).
+        title: one line.
+        paper_key: key of :func:`cifs_edu.paper.paper_table`.
+        dataset, arch: of the paper's experiment (scaled by the profile).
+        rows: the models.
+        kind: ``"attacks"`` (a row per model, a column per attack), ``"autoattack"``,
+            ``"beta_sweep"`` (Table B.3), ``"topk"`` (Table 4), ``"topk_feedback"`` (Table 5)
+            or ``"scalar"`` (one PGD-20 number per model, Sec. 3.3).
+        attacks: our attack names, in column order; columns: their paper column names.
+        which: ``"last"`` or ``"best"`` epoch.
+        note: caveats printed with the table.
+    """
+
+    key: str
+    title: str
+    paper_key: str
+    dataset: str
+    arch: str
+    rows: tuple[Row, ...]
+    kind: str = "attacks"
+    attacks: tuple[str, ...] = ("natural", "fgsm", "pgd20", "cw", "pgd100")
+    columns: tuple[str, ...] = ("natural", "fgsm", "pgd20", "cw", "pgd100")
+    which: str = "last"
+    note: str = ""
+
+
+_AT = {"method": "pgd_at"}
+_V, _CAS, _CIFS = Row("vanilla", {"defense": "none", **_AT}), Row("cas", {"defense": "cas", **_AT}), Row("cifs", {"defense": "cifs", **_AT})
+_THREE = (_V, _CAS, _CIFS)
+_FOUR_COLS = ("natural", "fgsm", "pgd20", "pgd100")
+
+
+def _t(key: str, title: str, rows, **kw) -> Table:
+    kw.setdefault("paper_key", key)
+    kw.setdefault("dataset", "cifar10")
+    kw.setdefault("arch", "resnet18")
+    return Table(key=key, title=title, rows=tuple(rows), **kw)
+
+
+_TABLE_LIST = [
+    _t("table1_cifar10_resnet18_last", "Table 1 (left): CIFAR-10 ResNet-18, PGD-AT, last epoch", _THREE),
+    _t("table1_cifar10_wrn28_10_last", "Table 1 (right): CIFAR-10 WRN-28-10, PGD-AT, last epoch", _THREE, arch="wrn28_10"),
+    _t("table2_svhn_resnet18_last", "Table 2: SVHN ResNet-18, PGD-AT, last epoch", _THREE, dataset="svhn"),
+    _t("table3_cifar10_fat_resnet18", "Table 3 (left): CIFAR-10 ResNet-18, FAT", (
+        Row("vanilla", {"defense": "none", "method": "fat"}), Row("cifs", {"defense": "cifs", "method": "fat"}))),
+    _t("table3_cifar10_fat_wrn28_10", "Table 3 (right): CIFAR-10 WRN-28-10, FAT", (
+        Row("vanilla", {"defense": "none", "method": "fat"}), Row("cifs", {"defense": "cifs", "method": "fat"})),
+        arch="wrn28_10"),
+    _t("table4_topk_at_resnet18", "Table 4: top-k accuracy of a PGD-AT ResNet-18 under FGSM and PGD-20", (_V,),
+       kind="topk", attacks=("fgsm", "pgd20"), columns=("top1", "top2", "top3")),
+    _t("table5_topk_feedback_pgd20", "Table 5: CIFS with top-k feedback under PGD-20 (attack point / read-out)", (
+        Row("vanilla", {"defense": "none", **_AT}),
+        Row("top1", {"defense": "cifs", "model_options": {"k": 1}, **_AT}),
+        Row("top2", {"defense": "cifs", **_AT}),
+        Row("top3", {"defense": "cifs", "model_options": {"k": 3}, **_AT})),
+       kind="topk_feedback", attacks=("pgd20",), columns=("natural_final", "cifs_cifs", "cifs_final", "adap_final"),
+       note="CIFS/CIFS and CIFS/Final attack the last CIFS layer's probe (P1) alone (beta_atk = inf-P1) and read "
+            "the probe's / the final prediction; Adap/Final is the adaptive attack (worst case over beta_atk when the "
+            "profile sweeps)."),
+    _t("tableB1_autoattack_last", "Table B.1: AutoAttack, last epoch (ResNet-18 and WRN-28-10)", tuple(
+        Row(f"{arch}:{r.name}", {**r.overrides, "arch": arch}) for arch in ("resnet18", "wrn28_10") for r in _THREE),
+       kind="autoattack", attacks=("autoattack",), columns=("vanilla", "cas", "cifs"),
+       note="AutoAttack on a class-balanced subset of aa_n test images (2,000 in the paper); torchattacks' "
+            "standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) on the final logits."),
+    _t("tableB2_cifar10_resnet18_best", "Table B.2: CIFAR-10 ResNet-18, best epoch", _THREE, which="best",
+       note="best epoch chosen on the held-out validation split (PGD), not on the test set"),
+    _t("tableB2_cifar10_wrn28_10_best", "Table B.2: CIFAR-10 WRN-28-10, best epoch", _THREE, which="best",
+       arch="wrn28_10", note="best epoch chosen on the held-out validation split (PGD), not on the test set"),
+    _t("tableB3_beta_atk_resnet18", "Table B.3: robust accuracy per attacker beta_atk (CAS and CIFS ResNet-18)",
+       (_CAS, _CIFS), kind="beta_sweep", attacks=("fgsm", "pgd20", "cw", "pgd100"),
+       columns=("fgsm", "pgd20", "cw", "pgd100")),
+    _t("tableB4_at_variants_resnet18", "Table B.4: AT, TRADES and FAT for vanilla and CIFS ResNet-18", (
+        Row("vanilla_at", {"defense": "none", "method": "pgd_at"}),
+        Row("vanilla_trades", {"defense": "none", "method": "trades"}),
+        Row("vanilla_fat", {"defense": "none", "method": "fat"}),
+        Row("cifs_at", {"defense": "cifs", "method": "pgd_at"}),
+        Row("cifs_trades", {"defense": "cifs", "method": "trades"}),
+        Row("cifs_fat", {"defense": "cifs", "method": "fat"})),
+       attacks=("natural", "fgsm", "pgd20", "pgd100"), columns=_FOUR_COLS,
+       note="TRADES (trades_beta = 6) for CIFS uses Eq. 3's weights on the KL terms of the final and probe outputs "
+            "(our choice; the paper does not specify). FAT uses FAT's dynamic tau (0, 1, 2)."),
+    _t("tableC1_svhn_autoattack", "Table C.1: SVHN ResNet-18, AutoAttack, last epoch", _THREE, dataset="svhn",
+       kind="autoattack", attacks=("autoattack",), columns=("vanilla", "cas", "cifs")),
+    _t("tableC2_svhn_resnet18_best", "Table C.2: SVHN ResNet-18, best epoch", _THREE, dataset="svhn", which="best"),
+    _t("tableD1_fmnist_resnet10_last", "Table D.1 (top): Fashion-MNIST ResNet-10, eps 0.3, last epoch", _THREE,
+       dataset="fmnist", arch="resnet10", attacks=("natural", "fgsm", "pgd20@eps/30", "pgd100@eps/15"),
+       columns=("natural", "fgsm", "pgd40", "pgd100"),
+       note="the paper's column says PGD-40 but its text says PGD-20 with step 0.01: we run PGD-20, step 0.01 "
+            "(= eps/30), and PGD-100 with step 0.02 (= eps/15)"),
+    _t("tableD1_fmnist_resnet10_best", "Table D.1 (bottom): Fashion-MNIST ResNet-10, best epoch", _THREE,
+       dataset="fmnist", arch="resnet10", which="best", attacks=("natural", "fgsm", "pgd20@eps/30", "pgd100@eps/15"),
+       columns=("natural", "fgsm", "pgd40", "pgd100")),
+    _t("tableE1_beta_train", "Table E.1: CIFS ResNet-18 trained with different beta", (_V,) + tuple(
+        Row(str(b), {"defense": "cifs", "beta": float(b), **_AT}) for b in ("0.1", "1", "2", "10", "100")),
+       attacks=("natural", "fgsm", "pgd20", "pgd100"), columns=_FOUR_COLS),
+    _t("tableE2_positions", "Table E.2: CIFS positions (P1 = last block, P2 = second-to-last)", (
+        _V,
+        Row("P1", {"defense": "cifs", "model_options": {"positions": ["P1"]}, **_AT}),
+        Row("P2", {"defense": "cifs", "model_options": {"positions": ["P2"]}, **_AT}),
+        Row("P1-P2", {"defense": "cifs", **_AT})),
+       attacks=("natural", "fgsm", "pgd20", "pgd100"), columns=_FOUR_COLS),
+    _t("tableE3_probe_arch", "Table E.3: probe architectures at (P2, P1)", (
+        _V,
+        Row("linear-linear", {"defense": "cifs", "model_options": {"probes": "linear"}, **_AT}),
+        Row("mlp-linear", {"defense": "cifs", **_AT})),
+       attacks=("natural", "fgsm", "pgd20", "pgd100"), columns=_FOUR_COLS),
+    _t("section3_3_imgf_pgd20", "Sec. 3.3 / Fig. 3: PGD-20 accuracy by importance-mask function (IMGF)", (
+        _V,
+        Row("cifs_sigmoid_alpha10", {"defense": "cifs", "model_options": {"imgf": "sigmoid", "alpha": 10.0}, **_AT}),
+        Row("cifs_softplus_alpha5", {"defense": "cifs", "model_options": {"imgf": "softplus", "alpha": 5.0}, **_AT}),
+        Row("cifs_softmax_T1", {"defense": "cifs", **_AT})),
+       kind="scalar", attacks=("pgd20",), columns=("pgd20",)),
+]
+
+#: Registry of reproducible tables.
+TABLES: dict[str, Table] = {t.key: t for t in _TABLE_LIST}
+
+#: Minutes per PGD-10 adversarial-training epoch on one H100 (bfloat16, channels-last, batch 128),
+#: measured with cifs_edu on the full training set size of each dataset (see the module docstring).
+EPOCH_MINUTES: dict[tuple[str, str], float] = {}
+
+
+def _aliases() -> dict[str, str]:
+    out = {}
+    for key in TABLES:
+        short = key.split("_")[0]
+        out.setdefault(short, key)
+    return out
+
+
+def _table(key: str) -> Table:
+    if key in TABLES:
+        return TABLES[key]
+    alias = _aliases().get(key)
+    if alias is not None:
+        return TABLES[alias]
+    raise ConfigError(f"unknown table {key!r}; choose one of {sorted(TABLES)}")
+
+
+# ---------------------------------------------------------------------- configs
+def _scaled(milestones: tuple[int, ...], epochs: int) -> tuple[int, ...]:
+    """Paper milestones (of 120 epochs) at the same fractions of ``epochs``, strictly increasing."""
+    out: list[int] = []
+    for m in milestones:
+        v = max(1, min(epochs, round(m * epochs / _PAPER_EPOCHS)))
+        if out and v <= out[-1]:
+            v = out[-1] + 1
+        if v < epochs + 1:
+            out.append(v)
+    return tuple(out)
+
+
+def _base(table: Table, profile_name: str, arch: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The table's dataset recipe for an architecture at a profile (before the row's overrides)."""
+    prof = get_profile(profile_name)
+    base: dict[str, Any] = {"arch": arch}
+    wrn = arch == "wrn28_10"
+    if prof.name == "smoke":
+        base["width"] = max(1, round(10 * prof.width / 64)) if wrn else prof.width
+        return base
+    paper = prof.name == "paper"
+    base["width"] = 10 if (wrn and paper) else (max(1, round(10 * prof.width / 64)) if wrn else prof.width)
+    if table.dataset != "cifar10" and not str(overrides.get("dataset", "")).startswith("folder:"):
+        base["dataset"] = table.dataset
+    epochs = overrides.get("epochs", prof.epochs)
+    if wrn:
+        base["weight_decay"] = 5e-4
+        if paper:
+            base["epochs"] = 110
+    if table.dataset == "svhn":
+        base.update(lr=0.01, weight_decay=5e-4)
+    if table.dataset == "fmnist":
+        eps = 0.3
+        base.update(eps=eps, lr=0.1, weight_decay=2e-4)
+        if paper:
+            base.update(train_steps=20, train_step_size=0.02, milestones=(45, 75, 90))
+        else:
+            base.update(train_step_size=eps * prof.train_step_size / prof.eps,
+                        milestones=_scaled((45, 75, 90), epochs))
+    return base
+
+
+def _resolve_attack(name: str, eps: float) -> str:
+    if "@eps/" in name:
+        head, div = name.split("@eps/")
+        return f"{head}@{eps / float(div):.6g}"
+    return name
+
+
+def table_attacks(key: str, config: TrainConfig) -> list[str]:
+    """The table's attack names for a row's config (eps-relative step sizes resolved)."""
+    return [_resolve_attack(a, config.eps) for a in _table(key).attacks]
+
+
+def table_configs(key: str, profile: str = "smoke", **overrides: Any) -> dict[str, TrainConfig]:
+    """The :class:`TrainConfig` of every row of a table at a profile.
+
+    ``overrides`` apply to every row after the table's recipe (e.g. ``epochs=2`` or
+    ``dataset="folder:/path/cifar10"`` to use CIFAR-10 images from a folder).
+    """
+    table = _table(key)
+    prof = get_profile(profile)
+    out = {}
+    for row in table.rows:
+        values = _base(table, prof.name, row.overrides.get("arch", table.arch), overrides)
+        values.update(row.overrides)
+        values.update(overrides)
+        out[row.name] = TrainConfig.from_profile(prof, **values)
+    return out
+
+
+# ---------------------------------------------------------------------- estimates
+def estimate_gpu_hours(key: str) -> float | None:
+    """Estimated H100 hours of a table at the ``paper`` profile (``None`` without a measurement).
+
+    Sum over rows of ``epochs x EPOCH_MINUTES[arch, defense]`` (FAT costs at most as much as
+    PGD-AT, TRADES about 1.1x), plus 15% for validation and the final evaluation.
+    """
+    table = _table(key)
+    total = 0.0
+    for cfg in table_configs(key, "paper").values():
+        minutes = EPOCH_MINUTES.get((cfg.arch, cfg.defense))
+        if minutes is None:
+            return None
+        if cfg.dataset == "svhn":
+            minutes *= 73257 / 50000
+        if cfg.dataset == "fmnist":
+            minutes *= (60000 / 50000) * (21 / 11)
+        if cfg.method == "trades":
+            minutes *= 1.1
+        total += cfg.epochs * minutes
+    return round(1.15 * total / 60, 1)
+
+
+def list_tables() -> list[dict[str, Any]]:
+    """One dict per table: key, title, rows, kind, which, estimated paper-profile GPU hours."""
+    return [
+        {"key": t.key, "title": t.title, "rows": [r.name for r in t.rows], "kind": t.kind, "which": t.which,
+         "gpu_hours_paper": estimate_gpu_hours(t.key)}
+        for t in TABLES.values()
+    ]
+
+
+# ---------------------------------------------------------------------- reproduce
+@dataclass
+class ReproduceResult:
+    """Outcome of :func:`reproduce`: ``run`` numbers, the comparison ``frame`` and the JSON path."""
+
+    key: str
+    profile: str
+    run: dict[str, Any]
+    frame: Any
+    path: Path
+    runs: dict[str, str]
+
+    def __repr__(self) -> str:
+        return f"ReproduceResult({self.key}, profile={self.profile}, rows={list(self.run)}, json={self.path})"
+
+
+def _topk(model, config, data, progress):
+    from .attacks import topk_accuracy
+    from .training.evaluate import build_attack
+
+    n = config.eval_n or data.x_test.shape[0]
+    x, y = data.x_test[:n], data.y_test[:n]
+    out = {}
+    for name in ("fgsm", "pgd20"):
+        atk = build_attack(name, model, eps=config.eps, adaptive=config.adaptive, beta_atk=config.beta)
+        acc = topk_accuracy(model, (x, y), atk, ks=(1, 2, 3), batch_size=config.eval_batch_size, progress=progress)
+        out[name] = {f"top{k}": v for k, v in acc.items()}
+    return out
+
+
+def _feedback(model, config, data, progress):
+    """Table 5's CIFS/CIFS and CIFS/Final: PGD-20 on the P1 probe alone; read the probe and the final output."""
+    import torch
+
+    from .attacks import PGD
+
+    n = config.eval_n or data.x_test.shape[0]
+    x, y = data.x_test[:n], data.y_test[:n]
+    atk = PGD(model, config.eps, steps=20, loss="adaptive", beta_atk="inf-P1")
+    probe_hits = final_hits = 0
+    for i in range(0, n, config.eval_batch_size):
+        xb, yb = x[i : i + config.eval_batch_size], y[i : i + config.eval_batch_size]
+        xa = atk(xb, yb)
+        model.eval()
+        with torch.no_grad():
+            out = model.forward_with_aux(xa)
+        probe_hits += int((out.probe_logits["P1"].argmax(1) == yb).sum())
+        final_hits += int((out.logits.argmax(1) == yb).sum())
+    return {"cifs_cifs": 100.0 * probe_hits / n, "cifs_final": 100.0 * final_hits / n}
+
+
+def _custom_eval(run_dir: Path, name: str, fn, model, config, device, progress):
+    from .checkpoint import read_json, write_json
+    from .training.data import load_tensors
+
+    path = run_dir / "eval" / f"{name}-n{config.eval_n}.json"
+    if path.is_file():
+        return read_json(path)
+    data = load_tensors(config).to(device)
+    value = fn(model, config, data, progress)
+    write_json(path, value)
+    return value
+
+
+def reproduce(key: str, profile: str = "smoke", *, rows: list[str] | None = None, device: Any = None,
+              progress: bool = True, verbose: bool = True, **overrides: Any) -> ReproduceResult:
+    """Train (or load) every model of a table at a profile, evaluate it, compare with the paper.
+
+    Args:
+        key: a key of :data:`TABLES` (or its short prefix, e.g. ``"tableE2"``).
+        profile: ``"smoke"``, ``"laptop"``, ``"colab"`` or ``"paper"``.
+        rows: only these rows (default all).
+        device: training/evaluation device (default from the profile).
+        progress: progress bars; verbose: print the comparison.
+        overrides: TrainConfig fields applied to every row (e.g. ``epochs=2``).
+
+    Returns:
+        a :class:`ReproduceResult`; the same numbers are written to
+        ``runs_dir()/tables/<key>-<profile>.json``.
+    """
+    from .checkpoint import write_json
+    from .paper import comparison, paper_table
+    from .paths import runs_dir
+    from .training.loop import _resolve_device, evaluate_run, load_or_train
+
+    table = _table(key)
+    prof = get_profile(profile)
+    configs = table_configs(table.key, prof.name, **overrides)
+    if rows is not None:
+        unknown = sorted(set(rows) - set(configs))
+        if unknown:
+            raise ConfigError(f"unknown rows {unknown} of {table.key}; rows are {list(configs)}")
+        configs = {r: c for r, c in configs.items() if r in rows}
+    run: dict[str, Any] = {}
+    run_dirs: dict[str, str] = {}
+    sweep = prof.eval_sweep
+    for name, cfg in configs.items():
+        result = load_or_train(cfg, progress=progress, device=device)
+        run_dirs[name] = str(result.run_dir)
+        attacks = table_attacks(table.key, cfg)
+        dev = _resolve_device(cfg, device)
+        if table.kind == "topk":
+            run.update(_custom_eval(result.run_dir, "topk", _topk, result.model, cfg, dev, progress))
+            continue
+        if table.kind == "beta_sweep":
+            sw = evaluate_run(result.run_dir, attacks, which=table.which, sweep=True, device=device, progress=progress)
+            for a, col in zip(attacks, table.columns):
+                for b, v in sw["per_beta"].get(a, {}).items():
+                    run.setdefault(f"{name} beta_atk={b}", {})[col] = v
+            continue
+        ev = evaluate_run(result.run_dir, attacks, which=table.which, sweep=sweep and cfg.adaptive,
+                          device=device, progress=progress)
+        acc = ev["accuracy"]
+        if table.kind == "autoattack":
+            run.setdefault(cfg.arch, {})[name.split(":")[-1]] = acc["autoattack"]
+        elif table.kind == "scalar":
+            run[name] = {"pgd20": acc["pgd20"]}
+        elif table.kind == "topk_feedback":
+            row = {"natural_final": acc["natural"] if "natural" in acc else None, "adap_final": acc["pgd20"]}
+            if cfg.adaptive:
+                row.update(_custom_eval(result.run_dir, "feedback", _feedback, result.model, cfg, dev, progress))
+            if row["natural_final"] is None:
+                row["natural_final"] = evaluate_run(result.run_dir, ["natural"], which=table.which, device=device,
+                                                    progress=progress)["accuracy"]["natural"]
+            run[name] = row
+        else:
+            run[name] = {col: acc[a] for a, col in zip(attacks, table.columns)}
+    frame = _frame(table, run, prof.name)
+    out = {
+        "table": table.key, "title": table.title, "profile": prof.name, "paper_key": table.paper_key,
+        "which": table.which, "sweep": sweep, "note": table.note, "synthetic": prof.name == "smoke",
+        "run": run, "paper": paper_table(table.paper_key)["rows"], "runs": run_dirs,
+    }
+    path = runs_dir() / "tables" / f"{table.key}-{prof.name}.json"
+    write_json(path, out)
+    if verbose:
+        print(f"{table.title} -- profile {prof.name}" + (" (SYNTHETIC data: not comparable to the paper's numbers)"
+                                                          if prof.name == "smoke" else ""))
+        if not sweep:
+            print("CIFS/CAS attacked with the adaptive loss at beta_atk = training beta (no sweep at this profile)")
+        if table.note:
+            print("note:", table.note)
+        print(frame.round(2).to_string())
+        print(f"saved: {path}")
+    return ReproduceResult(table.key, prof.name, run, frame, path, run_dirs)
+
+
+def _flatten_paper(table: Table) -> dict[str, Any]:
+    from .paper import paper_table
+
+    rows = paper_table(table.paper_key)["rows"]
+    if table.kind == "beta_sweep":
+        flat = {}
+        for model, per in rows.items():
+            for b, cols in per.items():
+                label = {"inf-1": "inf-P1", "inf-2": "inf-P2"}.get(b, b)
+                flat[f"{model} beta_atk={label}"] = cols
+        return flat
+    if table.kind == "scalar":
+        return {k: {"pgd20": v} for k, v in rows.items()}
+    if table.kind == "autoattack" and all(not isinstance(v, Mapping) for v in rows.values()):
+        return {"resnet18": rows}
+    return rows
+
+
+def _frame(table: Table, run: dict[str, Any], profile: str):
+    """DataFrame with this run's and the paper's numbers, indexed by (model, source)."""
+    import pandas as pd
+
+    paper = _flatten_paper(table)
+    run_flat = {k: ({"pgd20": v} if not isinstance(v, Mapping) else v) for k, v in run.items()}
+    columns = list(table.columns)
+    records, index = [], []
+    for name in dict.fromkeys(list(run_flat) + list(paper)):
+        for source, rows in ((f"this run ({profile})", run_flat), ("paper", paper)):
+            if name in rows and isinstance(rows[name], Mapping):
+                index.append((name, source))
+                records.append({c: rows[name].get(c) for c in columns})
+    frame = pd.DataFrame.from_records(records, columns=columns).astype(float)
+    frame.index = pd.MultiIndex.from_tuples(index, names=["model", "source"])
+    return frame

@@ -1,0 +1,39 @@
+"""Adversarial training of vanilla, CIFS and CAS models (PGD-AT, TRADES, FAT), with checkpoints.
+
+>>> from cifs_edu.training import TrainConfig, load_or_train
+>>> config = TrainConfig.from_profile("smoke", defense="cifs", method="pgd_at")   # doctest: +SKIP
+>>> run = load_or_train(config)          # trains once, then loads from runs_dir()   # doctest: +SKIP
+>>> run.metrics["last"]                  # {"natural": ..., "fgsm": ..., "pgd20": ...} # doctest: +SKIP
+>>> run.curves()                         # per-epoch losses and accuracies (Fig. 4)  # doctest: +SKIP
+
+Modules: :mod:`.config` (the validated run configuration), :mod:`.methods` (the training
+objectives), :mod:`.loop` (train / resume / load), :mod:`.evaluate` (test-set suites),
+:mod:`.data` (tensor data with per-epoch seeded order and augmentation), :mod:`.specs`
+(attack names).
+"""
+from .config import AMP_MODES, AUGMENTS, CACHE_VERSION, EVAL_FIELDS, METHODS, TrainConfig
+from .evaluate import build_attack, evaluate_model
+from .loop import TrainResult, curves, evaluate_run, load_model, load_or_train, read_history, run_dir_for, train
+from .specs import ATTACK_HELP, AttackSpec, parse_attack
+
+__all__ = [
+    "TrainConfig",
+    "METHODS",
+    "AMP_MODES",
+    "AUGMENTS",
+    "CACHE_VERSION",
+    "EVAL_FIELDS",
+    "TrainResult",
+    "train",
+    "load_or_train",
+    "load_model",
+    "evaluate_run",
+    "read_history",
+    "curves",
+    "run_dir_for",
+    "build_attack",
+    "evaluate_model",
+    "parse_attack",
+    "AttackSpec",
+    "ATTACK_HELP",
+]

@@ -1,0 +1,411 @@
+"""The run configuration: everything that determines a trained model, validated at construction.
+
+A :class:`TrainConfig` is frozen. ``TrainConfig.from_profile("smoke", defense="cifs")``
+takes the schedule, data sizes and attack budget from a profile
+(:mod:`cifs_edu.profiles`) and overrides any field by keyword.
+
+Two groups of fields:
+
+- **training fields** decide the weights: data, model, method, optimiser, attack, seed,
+  precision, and the validation that picks the best epoch. Their canonical JSON, the
+  package version and :data:`CACHE_VERSION` hash into :meth:`TrainConfig.key`, the name of
+  the run folder under :func:`cifs_edu.paths.runs_dir`.
+- **final-evaluation fields** (``eval_attacks``, ``eval_sweep``, ``eval_n``, ``eval_best``,
+  ``eval_batch_size``, ``aa_n``) only say which test-set numbers go into ``results.json``;
+  changing them never retrains (``load_or_train`` re-evaluates the saved model).
+
+Training methods (``method``):
+
+=============  ===================================================================
+``standard``   natural training (CE; Eq. 3 on clean data for CIFS/CAS)
+``pgd_at``     Madry et al. (2018): PGD with a uniform random start, update on x_adv
+``trades``     Zhang et al. (2019): CE(x) + trades_beta * KL(p(x) || p(x_adv))
+``fat``        Zhang et al. (2020): early-stopped PGD (stop ``fat_tau`` steps after
+               the example is first misclassified), update on the friendly x_adv
+=============  ===================================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..losses import parse_beta
+from ..profiles import ConfigError, Profile, get_profile
+from .specs import parse_attack
+
+__all__ = ["TrainConfig", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "AMP_MODES", "AUGMENTS"]
+
+#: Bump when a change of the trainer makes old runs incomparable (part of every key).
+CACHE_VERSION = 1
+
+METHODS = ("standard", "pgd_at", "trades", "fat")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+AUGMENTS = ("auto", "crop_flip", "crop", "none")
+_ARCHS = ("resnet18", "resnet10", "wrn28_10")
+_DEFENSES = ("none", "cifs", "cas")
+_DATASETS = ("synthetic", "cifar10", "svhn", "fmnist")
+
+#: Fields that only choose the final test-set evaluation (not part of :meth:`TrainConfig.key`).
+EVAL_FIELDS = ("eval_attacks", "eval_sweep", "eval_n", "eval_best", "eval_batch_size", "aa_n")
+
+#: Profile fields copied by :meth:`TrainConfig.from_profile`.
+_FROM_PROFILE = (
+    "dataset", "n_train", "n_val", "n_test", "width", "epochs", "batch_size", "lr", "milestones",
+    "momentum", "weight_decay", "eps", "train_steps", "train_step_size", "eval_n", "eval_batch_size",
+    "eval_every", "aa_n", "eval_attacks", "eval_sweep", "val_steps",
+)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(v[k]) for k in sorted(v)}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (see the module docstring). All fields are plain JSON types.
+
+    Data:
+        profile: name of the profile the values came from (a label; part of the folder name).
+        dataset: ``"synthetic"``, ``"cifar10"``, ``"svhn"``, ``"fmnist"`` or ``"folder:<path>"``.
+        n_train, n_val, n_test: subset sizes (``None`` = all); ``n_val`` images are held out
+            of the training data to pick the best epoch (never the test set).
+        augment: ``"auto"`` (random crop with 4-pixel padding + horizontal flip for CIFAR-10,
+            image folders and the synthetic data; none for SVHN digits and Fashion-MNIST),
+            ``"crop_flip"``, ``"crop"`` or ``"none"``.
+    Model:
+        arch, defense, width: passed to :func:`cifs_edu.models.build_model` (for
+            ``wrn28_10`` the width is the widen factor).
+        model_options: further ``build_model`` keywords (CIFS: positions, probes, k, imgf, ...).
+    Method:
+        method: one of :data:`METHODS`.
+        beta: beta of the adaptive loss (Eq. 3) for CIFS/CAS training and training attacks
+            (the paper: 2 = |I|). Ignored by vanilla models (plain CE).
+        loss_scale: ``"paper"`` (Eq. 3) or ``"authors"`` (their script's 3/(1+beta) factor).
+        trades_beta: TRADES' weight of the KL term (6, the TRADES paper's CIFAR-10 value).
+        fat_tau: FAT's tau (extra steps after the first misclassification), an int >= 0, or
+            ``"dynamic"`` (FAT's own schedule: 0, then 1 after 50/120 of the epochs, then 2
+            after 90/120).
+        fat_omega: std of the Gaussian noise FAT's code adds at each step (0: the algorithm
+            of the FAT paper, 0.001: their code).
+    Optimiser (SGD, lr x ``lr_gamma`` at each milestone epoch):
+        epochs, batch_size, lr, milestones, lr_gamma, momentum, weight_decay.
+    Training attack:
+        eps, train_steps, train_step_size, random_start (uniform in the eps-ball).
+    Validation (picks ``best.pt``):
+        eval_every: validate every N epochs (and always after the last);
+        val_steps, val_step_size: PGD on the validation split (default step eps/4).
+    Final evaluation on the test set (``results.json``):
+        eval_attacks: attack names (:func:`~cifs_edu.training.specs.parse_attack`);
+        eval_sweep: for CIFS/CAS, report the worst case over the attacker's betas
+            (Table B.3) instead of beta_atk = beta; eval_n: test images (None = all);
+        eval_best: also evaluate ``best.pt``; eval_batch_size; aa_n: AutoAttack images.
+    Runtime:
+        seed; amp: ``"auto"`` (bfloat16 autocast on CUDA when supported, else float16 with a
+        gradient scaler; float32 on the CPU), ``"off"``, ``"bf16"``, ``"fp16"``;
+        channels_last: ``"auto"`` (on CUDA), ``"on"``, ``"off"``; compile: ``torch.compile``.
+    """
+
+    profile: str = "smoke"
+    dataset: str = "synthetic"
+    n_train: int | None = 2000
+    n_val: int = 200
+    n_test: int | None = 500
+    augment: str = "auto"
+    arch: str = "resnet18"
+    defense: str = "none"
+    width: int = 8
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    method: str = "pgd_at"
+    beta: float | str = 2.0
+    loss_scale: str = "paper"
+    trades_beta: float = 6.0
+    fat_tau: int | str = "dynamic"
+    fat_omega: float = 0.0
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.1
+    milestones: tuple[int, ...] = (4,)
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    eps: float = 8 / 255
+    train_steps: int = 3
+    train_step_size: float = 4 / 255
+    random_start: bool = True
+    eval_every: int = 1
+    val_steps: int = 10
+    val_step_size: float | None = None
+    eval_attacks: tuple[str, ...] = ("natural", "fgsm", "pgd20")
+    eval_sweep: bool = False
+    eval_n: int | None = 500
+    eval_best: bool = True
+    eval_batch_size: int = 500
+    aa_n: int = 100
+    seed: int = 0
+    amp: str = "auto"
+    channels_last: str = "auto"
+    compile: bool = False
+
+    # ------------------------------------------------------------------ construction
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        problems: list[str] = []
+        # normalise containers so that the config is plain, hashable-ish and JSON-stable
+        if isinstance(self.milestones, (list, tuple)):
+            set_("milestones", tuple(self.milestones))
+        if isinstance(self.eval_attacks, str):
+            set_("eval_attacks", (self.eval_attacks,))
+        if isinstance(self.eval_attacks, (list, tuple)):
+            names = []
+            for a in self.eval_attacks:
+                try:
+                    names.append(parse_attack(a).name)
+                except ValueError as e:
+                    problems.append(str(e))
+            set_("eval_attacks", tuple(dict.fromkeys(names)))
+        else:
+            problems.append(f"eval_attacks must be a list of attack names (got {self.eval_attacks!r})")
+        if isinstance(self.model_options, Mapping):
+            set_("model_options", _jsonable(dict(self.model_options)))
+        else:
+            problems.append(f"model_options must be a dict (got {self.model_options!r})")
+        try:
+            set_("beta", parse_beta(self.beta))
+        except ValueError as e:
+            problems.append(str(e))
+        for name in ("lr", "lr_gamma", "momentum", "weight_decay", "eps", "train_step_size", "trades_beta", "fat_omega"):
+            v = getattr(self, name)
+            if _is_int(v):
+                set_(name, float(v))
+
+        problems += self._problems()
+        if problems:
+            raise ConfigError("invalid training configuration: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        if self.method not in METHODS:
+            p.append(f"method must be one of {METHODS} (got {self.method!r})")
+        if self.arch not in _ARCHS:
+            p.append(f"arch must be one of {_ARCHS} (got {self.arch!r})")
+        if self.defense not in _DEFENSES:
+            p.append(f"defense must be one of {_DEFENSES} (got {self.defense!r})")
+        if not isinstance(self.dataset, str) or (
+            self.dataset not in _DATASETS and not self.dataset.startswith("folder:")
+        ):
+            p.append(f"dataset must be one of {_DATASETS} or 'folder:<path>' (got {self.dataset!r})")
+        if self.augment not in AUGMENTS:
+            p.append(f"augment must be one of {AUGMENTS} (got {self.augment!r})")
+        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size", "aa_n", "val_steps"):
+            v = getattr(self, name)
+            if not _is_int(v) or v <= 0:
+                p.append(f"{name} must be an integer > 0 (got {v!r})")
+        for name in ("n_train", "n_test", "eval_n"):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v <= 0):
+                p.append(f"{name} must be an integer > 0 or None (got {v!r})")
+        if not _is_int(self.n_val) or self.n_val < 0:
+            p.append(f"n_val must be an integer >= 0 (got {self.n_val!r})")
+        if not _is_int(self.width) or self.width <= 0:
+            p.append(f"width must be an integer > 0 (got {self.width!r})")
+        if not _is_int(self.seed) or self.seed < 0:
+            p.append(f"seed must be an integer >= 0 (got {self.seed!r})")
+        if not _is_int(self.train_steps) or self.train_steps < 0:
+            p.append(f"train_steps must be an integer >= 0 (got {self.train_steps!r})")
+        for name, low_ok in (("lr", False), ("lr_gamma", False), ("momentum", True), ("weight_decay", True),
+                             ("eps", True), ("train_step_size", True), ("trades_beta", True), ("fat_omega", True)):
+            v = getattr(self, name)
+            if not isinstance(v, float) or math.isnan(v) or math.isinf(v) or v < 0 or (v == 0 and not low_ok):
+                p.append(f"{name} must be a number {'>=' if low_ok else '>'} 0 (got {v!r})")
+        if isinstance(self.eps, float) and self.eps > 1:
+            p.append(f"eps must be <= 1 for inputs in [0, 1] (got {self.eps})")
+        if isinstance(self.momentum, float) and self.momentum >= 1:
+            p.append(f"momentum must be < 1 (got {self.momentum})")
+        if self.val_step_size is not None and (not isinstance(self.val_step_size, (int, float)) or self.val_step_size <= 0):
+            p.append(f"val_step_size must be > 0 or None (got {self.val_step_size!r})")
+        ms = self.milestones
+        if not isinstance(ms, tuple) or not all(_is_int(m) for m in ms) or list(ms) != sorted(set(ms)) or any(m <= 0 for m in ms):
+            p.append(f"milestones must be strictly increasing positive epochs (got {ms!r})")
+        if self.loss_scale not in ("paper", "authors"):
+            p.append(f"loss_scale must be 'paper' or 'authors' (got {self.loss_scale!r})")
+        if not (self.fat_tau == "dynamic" or (_is_int(self.fat_tau) and self.fat_tau >= 0)):
+            p.append(f"fat_tau must be an integer >= 0 or 'dynamic' (got {self.fat_tau!r})")
+        if self.amp not in AMP_MODES:
+            p.append(f"amp must be one of {AMP_MODES} (got {self.amp!r})")
+        if self.channels_last not in ("auto", "on", "off"):
+            p.append(f"channels_last must be 'auto', 'on' or 'off' (got {self.channels_last!r})")
+        for name in ("random_start", "eval_sweep", "eval_best", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                p.append(f"{name} must be True or False (got {getattr(self, name)!r})")
+        if self.method in ("pgd_at", "trades", "fat"):
+            if self.train_steps < 1:
+                p.append(f"method {self.method!r} needs train_steps >= 1")
+            if self.eps == 0:
+                p.append(f"method {self.method!r} needs eps > 0 (use method='standard' for natural training)")
+            elif self.train_step_size == 0:
+                p.append(f"method {self.method!r} needs train_step_size > 0")
+        if self.defense == "none" and isinstance(self.beta, str):
+            p.append(f"beta={self.beta!r} trains only probe outputs, but defense='none' has none")
+        if self.defense in _DEFENSES and self.arch in _ARCHS and _is_int(self.width) and self.width > 0 \
+                and isinstance(self.model_options, dict) and isinstance(self.dataset, str):
+            p += self._model_problems()
+        return p
+
+    def _model_problems(self) -> list[str]:
+        """Delegate the model options to :func:`cifs_edu.models.build_model` (built on the meta device)."""
+        try:
+            self.build_model(device="meta")
+        except ConfigError as e:
+            return [str(e)]
+        except TypeError as e:  # an unknown keyword in model_options
+            return [f"model_options: {e}"]
+        return []
+
+    @classmethod
+    def from_profile(cls, profile: str | Profile | None = None, **overrides: Any) -> "TrainConfig":
+        """A config with the profile's values, then ``overrides`` (any field of this class).
+
+        Raises:
+            ConfigError: unknown profile, unknown field names, or invalid values (all listed).
+        """
+        prof = get_profile(profile)
+        values: dict[str, Any] = {"profile": prof.name}
+        for name in _FROM_PROFILE:
+            if hasattr(prof, name):
+                values[name] = getattr(prof, name)
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid fields: {[f.name for f in dataclasses.fields(cls)]}")
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed (validated again)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {unknown}")
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ identity
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as JSON types (tuples become lists)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict` (unknown keys raise :class:`ConfigError`)."""
+        data = dict(data)
+        for name in ("milestones", "eval_attacks"):
+            if isinstance(data.get(name), list):
+                data[name] = tuple(data[name])
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {unknown}")
+        return cls(**data)
+
+    def training_dict(self) -> dict[str, Any]:
+        """The fields that decide the weights (everything but :data:`EVAL_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in EVAL_FIELDS}
+
+    def eval_dict(self) -> dict[str, Any]:
+        """The final-evaluation fields."""
+        return {k: v for k, v in self.to_dict().items() if k in EVAL_FIELDS}
+
+    def key(self) -> str:
+        """Short stable hash of the training fields, the package version and :data:`CACHE_VERSION`."""
+        from .. import __version__
+
+        text = json.dumps(
+            {"config": self.training_dict(), "version": __version__, "cache": CACHE_VERSION},
+            sort_keys=True, separators=(",", ":"),
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def run_name(self) -> str:
+        """Folder name of the run: ``<profile>-<arch>-<defense>-<method>-<key>``."""
+        return f"{self.profile}-{self.arch}-{self.defense}-{self.method}-{self.key()}"
+
+    def differences(self, other: "TrainConfig | Mapping[str, Any]", *, training_only: bool = True) -> dict[str, tuple]:
+        """``{field: (self's value, other's value)}`` for the fields that differ."""
+        mine = self.training_dict() if training_only else self.to_dict()
+        theirs = other.to_dict() if isinstance(other, TrainConfig) else _jsonable(dict(other))
+        keys = [k for k in mine if not (training_only and k in EVAL_FIELDS)]
+        keys += [k for k in theirs if k not in mine and not (training_only and k in EVAL_FIELDS)]
+        return {k: (mine.get(k), theirs.get(k)) for k in keys if mine.get(k) != theirs.get(k)}
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def adaptive(self) -> bool:
+        """True when the model has CIFS/CAS layers (adaptive loss in training and attacks)."""
+        return self.defense != "none"
+
+    @property
+    def val_alpha(self) -> float:
+        """Step size of the validation PGD (default eps/4)."""
+        return float(self.val_step_size) if self.val_step_size is not None else self.eps / 4
+
+    def tau_at(self, epoch: int) -> int:
+        """FAT's tau for a 0-based ``epoch`` (FAT's dynamic schedule scaled to ``epochs``)."""
+        if self.fat_tau != "dynamic":
+            return int(self.fat_tau)
+        done = (epoch + 1) / self.epochs  # FAT counts epochs from 1: tau 0 up to 50/120, 1 up to 90/120, then 2
+        if done <= 50 / 120:
+            return 0
+        if done <= 90 / 120:
+            return 1
+        return 2
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate during the 0-based ``epoch`` (MultiStepLR semantics)."""
+        return self.lr * self.lr_gamma ** sum(1 for m in self.milestones if m <= epoch)
+
+    def resolved_augment(self) -> str:
+        """``augment`` with ``"auto"`` resolved for the dataset."""
+        if self.augment != "auto":
+            return self.augment
+        return "none" if self.dataset in ("svhn", "fmnist") else "crop_flip"
+
+    def data_shape(self) -> tuple[int, int]:
+        """``(in_channels, num_classes)`` of the dataset, known without loading it."""
+        if self.dataset == "fmnist":
+            return 1, 10
+        if self.dataset.startswith("folder:"):
+            from pathlib import Path
+
+            train = Path(self.dataset[7:]).expanduser() / "train"
+            classes = [d for d in train.iterdir() if d.is_dir()] if train.is_dir() else []
+            return 3, max(len(classes), 2)
+        return 3, 10
+
+    def model_kwargs(self, in_channels: int | None = None, num_classes: int | None = None) -> dict[str, Any]:
+        """Keywords of :func:`cifs_edu.models.build_model` for this run."""
+        c, k = self.data_shape() if in_channels is None or num_classes is None else (in_channels, num_classes)
+        kw = dict(self.model_options)
+        kw.update(defense=self.defense, num_classes=k if num_classes is None else num_classes,
+                  in_channels=c if in_channels is None else in_channels, width=self.width)
+        return kw
+
+    def build_model(self, in_channels: int | None = None, num_classes: int | None = None, device: Any = None):
+        """The (untrained) model of this run; ``device="meta"`` builds it without memory."""
+        import torch
+
+        from ..models import build_model
+
+        kw = self.model_kwargs(in_channels, num_classes)
+        if device is None:
+            return build_model(self.arch, **kw)
+        with torch.device(device):
+            return build_model(self.arch, **kw)

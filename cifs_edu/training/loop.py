@@ -1,0 +1,543 @@
+"""The training loop: :func:`train`, :func:`load_or_train`, :func:`load_model`.
+
+One call trains a model as the paper does (SGD with momentum, step schedule, the chosen
+adversarial-training method), validates it every ``eval_every`` epochs on the held-out
+validation split (clean and PGD accuracy; the best epoch is the one with the highest
+validation PGD accuracy, never chosen on the test set), checkpoints after every epoch,
+and finally evaluates the last (and best) model on the test set into ``results.json``.
+
+Reproducibility: the model is initialised from ``seed``; the order, crops, flips and
+random starts of epoch ``e`` come from generators seeded with ``(seed, e)``; the global
+torch RNG is reseeded with ``(seed, e)`` at the start of each epoch. On the CPU, training
+2 epochs gives bit-identical weights to training 1 epoch, stopping, and resuming.
+
+Speed: no host synchronisation inside an epoch (loss and accuracy accumulate on the
+device); on CUDA, automatic mixed precision (bfloat16, or float16 with a gradient scaler)
+and channels-last memory format; the training set lives on the device.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .. import distributed as dist
+from ..checkpoint import (
+    FORMAT, CheckpointError, CheckpointMismatchError, atomic_write_bytes, atomic_torch_save, check_config,
+    load_checkpoint, read_json, rng_state, set_rng_state, write_json,
+)
+from ..paths import runs_dir
+from ..profiles import PROFILES, ConfigError
+from .config import TrainConfig
+from .data import EpochPlan, TensorSplits, augment_batch, derive_seed, load_tensors
+from .evaluate import accuracy_counts, evaluate_model
+from .methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
+
+__all__ = ["TrainResult", "train", "load_or_train", "load_model", "run_dir_for", "read_history", "curves", "evaluate_run"]
+
+RESULTS = "results.json"
+HISTORY = "history.jsonl"
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` / :func:`load_or_train` return.
+
+    Attributes:
+        model: the last-epoch model, in eval mode, on the training device.
+        config: the run's :class:`TrainConfig`.
+        history: one dict per epoch (see :func:`read_history`).
+        metrics: the content of ``results.json`` (``None`` if training stopped early).
+        run_dir: the run folder.
+        trained_epochs: epochs trained by this call (0 when the run was loaded).
+    """
+
+    model: nn.Module
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any] | None
+    run_dir: Path
+    trained_epochs: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.metrics is not None
+
+    def curves(self):
+        """The history as a ``pandas.DataFrame`` indexed by epoch (for Fig. 4-style plots)."""
+        return curves(self.history)
+
+    def load_best(self, device: Any = None) -> nn.Module:
+        """The best-epoch model (highest validation PGD accuracy)."""
+        return load_model(self.run_dir, "best", device=device or next(self.model.parameters()).device)
+
+    def __repr__(self) -> str:
+        last = self.metrics.get("last") if self.metrics else None
+        return f"TrainResult({self.run_dir.name}, epochs={len(self.history)}, trained_now={self.trained_epochs}, last={last})"
+
+
+def run_dir_for(config: TrainConfig) -> Path:
+    """The default run folder: ``runs_dir() / config.run_name``."""
+    return runs_dir() / config.run_name
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of ``history.jsonl`` (empty if absent).
+
+    Keys: ``epoch`` (1-based), ``lr``, ``train_loss``, ``train_acc`` (accuracy % on the
+    training inputs of the update: adversarial for AT/FAT/TRADES), ``val_clean`` and
+    ``val_pgd`` (% on the validation split, ``None`` when not validated), ``tau`` (FAT),
+    ``time_s``.
+    """
+    path = Path(run_dir) / HISTORY
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def curves(history: list[dict[str, Any]]):
+    """A history (list of dicts) as a DataFrame indexed by epoch."""
+    import pandas as pd
+
+    frame = pd.DataFrame(history)
+    return frame.set_index("epoch") if "epoch" in frame else frame
+
+
+# ---------------------------------------------------------------------- runtime helpers
+def _resolve_device(config: TrainConfig, device: Any) -> torch.device:
+    from ..runtime import pick_device
+
+    info = dist.info()
+    if info.active and torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        return torch.device("cuda", info.local_rank)
+    if device is not None:
+        return pick_device(PROFILES["smoke"], device)[0]
+    prof = PROFILES.get(config.profile)
+    if prof is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return pick_device(prof)[0]
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or config.amp == "off":
+        return None
+    if config.amp == "fp16":
+        return torch.float16
+    if config.amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def _channels_last(config: TrainConfig, device: torch.device) -> bool:
+    return config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
+
+
+class _Noise:
+    """Random-start noise of global batches, from a generator seeded with (seed, epoch)."""
+
+    def __init__(self, seed: int, epoch: int, device: torch.device) -> None:
+        self.device = device
+        self.g = torch.Generator(device=device)
+        self.g.manual_seed(derive_seed(seed, "epoch", epoch, "noise"))
+
+    def drawer(self, shape: tuple[int, ...], part: slice, memory_format=torch.contiguous_format):
+        def draw(kind: str) -> torch.Tensor:
+            t = torch.empty(shape, device=self.device)
+            if kind == "uniform":
+                t.uniform_(-1.0, 1.0, generator=self.g)
+            else:
+                t.normal_(generator=self.g)
+            return t[part].contiguous(memory_format=memory_format)
+
+        return draw
+
+
+def _payload_data(data: TensorSplits) -> dict[str, Any]:
+    return {"in_channels": data.in_channels, "num_classes": data.num_classes, "classes": list(data.classes)}
+
+
+def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_bytes(run_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in history).encode())
+
+
+def _validate(model: nn.Module, data: TensorSplits, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    from ..attacks import PGD
+
+    x, y = data.x_val, data.y_val
+    info = dist.info()
+    if info.active:
+        x, y = x[info.rank :: info.world_size], y[info.rank :: info.world_size]
+    kw = {"loss": "adaptive", "beta_atk": config.beta, "scale": config.loss_scale} if config.adaptive else {}
+    atk = PGD(model, config.eps, alpha=config.val_alpha, steps=config.val_steps,
+              amp=_amp_dtype(config, device) is not None, **kw)
+    out = {}
+    for name, attack in (("val_clean", None), ("val_pgd", atk)):
+        correct = accuracy_counts(model, x, y, attack, batch_size=config.eval_batch_size)
+        c = torch.tensor([float(correct.sum()), float(correct.numel())], dtype=torch.float64, device=device)
+        c = dist.all_reduce_sum(c)
+        out[name] = 100.0 * float(c[0]) / max(float(c[1]), 1.0)
+    return out
+
+
+def _final_eval(model: nn.Module, data: TensorSplits, config: TrainConfig, progress: bool) -> dict[str, Any]:
+    n = data.x_test.shape[0] if config.eval_n is None else min(config.eval_n, data.x_test.shape[0])
+    return evaluate_model(
+        model, data.x_test[:n], data.y_test[:n], config.eval_attacks, eps=config.eps, adaptive=config.adaptive,
+        beta=config.beta, sweep=config.eval_sweep, batch_size=config.eval_batch_size, aa_n=config.aa_n,
+        num_classes=data.num_classes, seed=config.seed, progress=progress and dist.is_main(),
+    )
+
+
+def _build(config: TrainConfig, data_info: dict[str, Any], device: torch.device, channels_last: bool) -> nn.Module:
+    model = config.build_model(data_info["in_channels"], data_info["num_classes"])
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _load_weights(model: nn.Module, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointMismatchError(f"the weights in {path} do not fit the configured model: {e}") from None
+
+
+# ---------------------------------------------------------------------- train
+def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
+          device: Any = None, max_epochs: int | None = None) -> TrainResult:
+    """Train (or resume) the run described by ``config``; see the module docstring.
+
+    Args:
+        config: the run.
+        run_dir: its folder (default ``runs_dir() / config.run_name``).
+        resume: continue from ``run_dir/last.pt`` when it exists (a finished run is only
+            re-evaluated if ``results.json`` is missing); ``False`` deletes the folder's
+            previous run and starts over.
+        progress: tqdm progress bars.
+        device: ``"cpu"``/``"cuda"``; default from the profile (CUDA when available and wanted).
+        max_epochs: stop once this many epochs are done (the run stays resumable); for
+            interrupting long runs and for tests.
+
+    Returns:
+        a :class:`TrainResult`.
+
+    Raises:
+        cifs_edu.datasets.DataNotFoundError: data missing (before any training).
+        CheckpointError / CheckpointMismatchError: ``last.pt`` unusable or from another config.
+    """
+    from tqdm.auto import tqdm
+
+    from .. import __version__
+
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig (got {type(config).__name__})")
+    if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
+        raise ConfigError(f"max_epochs must be an integer >= 1 or None (got {max_epochs!r})")
+    dist.init_from_env()
+    info = dist.info()
+    if config.batch_size < 2 * info.world_size:
+        raise ConfigError(f"batch_size {config.batch_size} is too small for {info.world_size} processes")
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    dev = _resolve_device(config, device)
+    cl = _channels_last(config, dev)
+    amp_dtype = _amp_dtype(config, dev)
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
+    show = progress and info.rank == 0
+
+    data = load_tensors(config)  # DataNotFoundError here, before any work
+    if data.x_train.shape[0] < 2 * info.world_size:
+        raise ConfigError(f"the training split has {data.x_train.shape[0]} images: too few")
+    data = data.to(dev)
+    data_info = _payload_data(data)
+
+    last_path = run_dir / LAST
+    payload = None
+    if resume and last_path.exists():
+        payload = load_checkpoint(last_path, kind="full")
+        check_config(payload, config, last_path)
+    elif not resume and info.rank == 0 and run_dir.exists():
+        for name in (LAST, BEST, HISTORY, RESULTS):
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "eval", ignore_errors=True)
+    dist.barrier()
+
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    model = _build(config, data_info, dev, cl)
+    if info.active and dev.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.lr_gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"epoch": None, "val_pgd": None}
+    start = 0
+    elapsed = 0.0
+    if payload is not None:
+        _load_weights(model, payload["model"], last_path)
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+            scheduler.load_state_dict(payload["scheduler"])
+            if scaler.is_enabled() and payload.get("scaler"):
+                scaler.load_state_dict(payload["scaler"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{last_path}: optimizer/scheduler state unusable ({e}); delete it to start over") from None
+        set_rng_state(payload["rng"])
+        history = list(payload["history"])
+        best = dict(payload["best"])
+        start = int(payload["epoch"])
+        elapsed = float(payload.get("train_time_s", 0.0))
+    del payload
+
+    forward: nn.Module = TrainForward(model)
+    if config.compile:
+        forward = torch.compile(forward)
+    if info.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        forward = DDP(forward, device_ids=[dev.index] if dev.type == "cuda" else None,
+                      find_unused_parameters=isinstance(config.beta, str))
+
+    stop = config.epochs if max_epochs is None else min(config.epochs, max_epochs)
+    aug = config.resolved_augment()
+    n_train = data.x_train.shape[0]
+    has_val = data.x_val.shape[0] > 0
+    mf = torch.channels_last if cl else torch.contiguous_format
+    trained = 0
+    epochs_bar = tqdm(range(start, stop), desc=f"{config.defense}/{config.method}", disable=not show,
+                      initial=start, total=config.epochs)
+    for epoch in epochs_bar:
+        t0 = time.perf_counter()
+        torch.manual_seed(derive_seed(config.seed, "epoch", epoch, "torch"))
+        plan = EpochPlan.make(n_train, config.seed, epoch)
+        noise = _Noise(config.seed, epoch, dev)
+        tau = config.tau_at(epoch) if config.method == "fat" else None
+        model.train()
+        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+        hits = torch.zeros((), device=dev, dtype=torch.float64)
+        seen = 0
+        batches = plan.batches(config.batch_size, min_last=2 * info.world_size)
+        for pos in tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not show):
+            gidx = plan.order[pos]
+            b = gidx.numel()
+            part = slice(info.rank * b // info.world_size, (info.rank + 1) * b // info.world_size)
+            idx = gidx[part]
+            idx_dev = idx.to(dev, non_blocking=True)
+            x = augment_batch(data.x_train[idx_dev], plan.offsets[idx], plan.flips[idx], aug)
+            x = x.contiguous(memory_format=mf)
+            y = data.y_train[idx_dev]
+            draw = noise.drawer((b,) + tuple(x.shape[1:]), part, mf)
+            if config.method == "pgd_at":
+                x_adv = pgd_examples(model, x, y, config, draw, autocast)
+            elif config.method == "fat":
+                x_adv = fat_examples(model, x, y, config, draw, tau, autocast)
+            elif config.method == "trades":
+                x_adv = trades_examples(model, x, y, config, draw, autocast)
+            else:
+                x_adv = None
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            per_example, logits = batch_loss(forward, x, x_adv, y, config, autocast)
+            loss = per_example.sum() * (info.world_size / b)  # DDP averages: global mean over the batch
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += per_example.detach().sum()
+            hits += (logits.detach().argmax(1) == y).sum()
+            seen += y.numel()
+        scheduler.step()
+        stats = dist.all_reduce_sum(torch.stack([loss_sum, hits, torch.tensor(float(seen), device=dev, dtype=torch.float64)]))
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": config.lr_at(epoch),
+            "train_loss": float(stats[0] / stats[2]),
+            "train_acc": 100.0 * float(stats[1] / stats[2]),
+            "val_clean": None,
+            "val_pgd": None,
+        }
+        if tau is not None:
+            record["tau"] = tau
+        last_epoch = epoch + 1 == config.epochs
+        if has_val and ((epoch + 1) % config.eval_every == 0 or last_epoch):
+            record.update(_validate(model, data, config, dev))
+        record["time_s"] = time.perf_counter() - t0
+        elapsed += record["time_s"]
+        history.append(record)
+        improved = False
+        if record["val_pgd"] is not None:
+            improved = best["val_pgd"] is None or record["val_pgd"] > best["val_pgd"]
+        elif not has_val:
+            improved = True  # no validation split: "best" is the latest epoch
+        if improved:
+            best = {"epoch": epoch + 1, "val_pgd": record["val_pgd"], "val_clean": record["val_clean"]}
+        if info.rank == 0:
+            state = model.state_dict()
+            if improved:
+                atomic_torch_save({"format": FORMAT, "kind": "weights", "version": __version__,
+                                   "config": config.to_dict(), "key": config.key(), "epoch": epoch + 1,
+                                   "model": state, "data": data_info, "best": best}, run_dir / BEST)
+            atomic_torch_save({
+                "format": FORMAT, "kind": "full", "version": __version__, "config": config.to_dict(),
+                "key": config.key(), "epoch": epoch + 1, "model": state, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                "rng": rng_state(), "history": history, "best": best, "data": data_info, "train_time_s": elapsed,
+            }, run_dir / LAST)
+            _write_history(run_dir, history)
+        dist.barrier()
+        trained += 1
+        epochs_bar.set_postfix({k: round(v, 2) for k, v in record.items() if isinstance(v, float)})
+
+    model.eval()
+    done = len(history) >= config.epochs
+    metrics = None
+    if done:
+        metrics = read_json(run_dir / RESULTS) if (run_dir / RESULTS).exists() and trained == 0 else None
+        if metrics is None or metrics.get("key") != config.key() or metrics.get("eval") != config.eval_dict():
+            metrics = _results(model, data, config, run_dir, history, best, data_info, elapsed, dev, progress)
+    return TrainResult(model, config, history, metrics, run_dir, trained)
+
+
+def _results(model, data, config, run_dir, history, best, data_info, elapsed, dev, progress) -> dict[str, Any]:
+    from .. import __version__
+
+    t0 = time.perf_counter()
+    ev_last = _final_eval(model, data, config, progress)
+    ev_best = None
+    if config.eval_best and best.get("epoch") is not None:
+        if best["epoch"] == len(history):
+            ev_best = ev_last
+        else:
+            bmodel = load_model(run_dir, "best", device=dev)
+            ev_best = _final_eval(bmodel, data, config, progress)
+    metrics = {
+        "key": config.key(),
+        "run_name": config.run_name,
+        "config": config.to_dict(),
+        "eval": config.eval_dict(),
+        "epochs": len(history),
+        "best_epoch": best.get("epoch"),
+        "best_val_pgd": best.get("val_pgd"),
+        "last": ev_last["accuracy"],
+        "best": ev_best["accuracy"] if ev_best else None,
+        "details": {"last": ev_last, "best": ev_best},
+        "data": data_info,
+        "train_time_s": elapsed,
+        "eval_time_s": time.perf_counter() - t0,
+        "device": str(dev),
+        "world_size": dist.info().world_size,
+        "version": __version__,
+        "synthetic": config.dataset == "synthetic",
+    }
+    if dist.is_main():
+        write_json(run_dir / RESULTS, metrics)
+    dist.barrier()
+    return metrics
+
+
+# ---------------------------------------------------------------------- loading
+def _checkpoint_path(source: str | Path, which: str) -> Path:
+    if which not in ("last", "best"):
+        raise ConfigError(f"which must be 'last' or 'best' (got {which!r})")
+    p = Path(source)
+    return p / f"{which}.pt" if p.is_dir() else p
+
+
+def load_model(source: str | Path, which: str = "last", *, device: Any = None) -> nn.Module:
+    """Rebuild a trained model from a run folder (``last.pt``/``best.pt``) or a checkpoint file.
+
+    The model is built with :func:`cifs_edu.models.build_model` from the saved config and
+    loaded from the state_dict (``map_location="cpu"``), then moved to ``device`` (default CPU),
+    in eval mode. ``model.train_config`` holds the :class:`TrainConfig`.
+    """
+    path = _checkpoint_path(source, which)
+    payload = load_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(payload["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its configuration is not valid here ({e})") from None
+    data_info = payload.get("data") or dict(zip(("in_channels", "num_classes"), config.data_shape()))
+    model = config.build_model(data_info["in_channels"], data_info["num_classes"])
+    _load_weights(model, payload["model"], path)
+    model.train_config = config  # type: ignore[attr-defined]
+    model.checkpoint_epoch = int(payload["epoch"])  # type: ignore[attr-defined]
+    return model.to(torch.device(device) if device is not None else "cpu").eval()
+
+
+def load_or_train(config: TrainConfig, *, run_dir: str | Path | None = None, progress: bool = True,
+                  device: Any = None) -> TrainResult:
+    """The finished run of ``config`` if it exists (no training), else resume or train it.
+
+    A finished run (``results.json`` with the same key and training config) is loaded from
+    ``last.pt`` without any training (``trained_epochs == 0``); when only the final-evaluation
+    fields differ, the saved model is re-evaluated and ``results.json`` updated.
+
+    Raises:
+        CheckpointMismatchError: ``run_dir`` holds a run of another configuration.
+    """
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    results = run_dir / RESULTS
+    if results.is_file():
+        metrics = read_json(results)
+        diffs = config.differences(metrics.get("config", {}))
+        if diffs or metrics.get("key") != config.key():
+            lines = ", ".join(f"{k}: saved={t!r} requested={m!r}" for k, (m, t) in diffs.items()) or "package/cache version"
+            raise CheckpointMismatchError(f"{run_dir} holds a run of another configuration ({lines})")
+        dev = _resolve_device(config, device)
+        model = load_model(run_dir, "last", device=dev)
+        if metrics.get("eval") != config.eval_dict():
+            data = load_tensors(config).to(dev)
+            history = read_history(run_dir)
+            best = {"epoch": metrics.get("best_epoch"), "val_pgd": metrics.get("best_val_pgd")}
+            metrics = _results(model, data, config, run_dir, history, best, metrics.get("data") or _payload_data(data),
+                               metrics.get("train_time_s", 0.0), dev, progress)
+        return TrainResult(model, config, read_history(run_dir), metrics, run_dir, trained_epochs=0)
+    return train(config, run_dir=run_dir, resume=True, progress=progress, device=device)
+
+
+def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last", n: int | None = None,
+                 sweep: bool = False, beta: Any = None, device: Any = None, progress: bool = True,
+                 cache: bool = True) -> dict[str, Any]:
+    """Evaluate a saved run (folder or checkpoint) under ``attacks`` on its test split.
+
+    Results are cached as JSON under ``<run>/eval/`` (the run folder of the checkpoint).
+
+    Args:
+        source: run folder or ``.pt`` file; which: ``"last"`` or ``"best"``.
+        attacks: attack names; n: test images (default: the run's ``eval_n``).
+        sweep: worst case over the attacker's betas (CIFS/CAS); beta: attacker's beta (default the training beta).
+    """
+    import hashlib
+
+    path = _checkpoint_path(source, which)
+    model = load_model(path, device=device)
+    config: TrainConfig = model.train_config  # type: ignore[attr-defined]
+    dev = _resolve_device(config, device)
+    model = model.to(dev)
+    n = config.eval_n if n is None else n
+    beta = config.beta if beta is None else beta
+    spec = {"checkpoint": path.name, "epoch": model.checkpoint_epoch, "attacks": list(attacks), "n": n,  # type: ignore[attr-defined]
+            "sweep": sweep, "beta": beta, "aa_n": config.aa_n}
+    tag = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    out_path = path.parent / "eval" / f"{path.stem}-{tag}.json"
+    if cache and out_path.is_file():
+        return read_json(out_path)
+    data = load_tensors(config).to(dev)
+    k = data.x_test.shape[0] if n is None else min(n, data.x_test.shape[0])
+    ev = evaluate_model(model, data.x_test[:k], data.y_test[:k], attacks, eps=config.eps, adaptive=config.adaptive,
+                        beta=beta, sweep=sweep, batch_size=config.eval_batch_size, aa_n=config.aa_n,
+                        num_classes=data.num_classes, seed=config.seed, progress=progress)
+    result = {"spec": spec, "run_name": config.run_name, "key": config.key(), **ev, "path": str(out_path)}
+    if dist.is_main():
+        write_json(out_path, result)
+    return result

@@ -1,0 +1,208 @@
+r"""The training objectives: standard, PGD-AT (Madry), TRADES and FAT, for vanilla, CIFS and CAS models.
+
+As the authors do, adversarial examples are generated with the model in **eval mode**
+(BatchNorm running statistics; CIFS masks from the model's own predictions) and the
+update runs in **train mode** (CIFS puts the true label among its top-k).
+
+The loss of a model with CIFS/CAS layers is the adaptive loss :math:`\ell_\beta` of Eq. 3
+(with the training beta); a vanilla model uses plain cross-entropy. The training attacks
+maximise the same loss (the vanilla baseline is attacked with plain CE).
+
+- ``pgd_at``: :math:`\min_\theta \mathbb{E}\max_{x'\in B(x,\epsilon)} \ell_\beta(x', y)` (Eq. 4),
+  inner max by PGD with a uniform random start (PGD-10, step eps/4 in the paper).
+- ``trades``: :math:`\ell_\beta(x, y) + \lambda\, \mathrm{KL}_\beta(x, x')`, with
+  :math:`x'` maximising :math:`\mathrm{KL}_\beta` from :math:`x + 0.001\,\mathcal{N}(0, I)`.
+  Our choice for CIFS/CAS (the paper does not spell it out): :math:`\mathrm{KL}_\beta` weighs
+  the KL divergence of the final output and of each probe output with the weights of Eq. 3,
+  ``KL(p(x) || p(x'))`` per output, as TRADES does for the final output. For a vanilla model this
+  is exactly TRADES (lambda = ``trades_beta`` = 6).
+- ``fat``: early-stopped PGD-K-tau (Zhang et al., 2020): each example stops ``tau`` steps
+  after it is first misclassified (by the final prediction), then the update is as in
+  ``pgd_at``. Examples are processed as a whole batch with a per-example "still moving"
+  mask, which gives the same examples as FAT's loop over shrinking batches because every
+  example's computation in eval mode is independent of the others.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..losses import adaptive_loss, cross_entropy, loss_weights
+from ..outputs import ModelOutput
+
+__all__ = ["TrainForward", "attack_loss", "pgd_examples", "fat_examples", "trades_examples", "batch_loss"]
+
+Draw = Callable[[str], Tensor]  # "uniform" -> U(-1, 1), "normal" -> N(0, 1), shaped like the local batch
+
+
+class TrainForward(nn.Module):
+    """Train-mode forward passes in one call: ``forward([x1, x2, ...], y) -> [(logits, probe_logits), ...]``.
+
+    DistributedDataParallel hooks only ``forward``; routing ``forward_with_aux`` (and the
+    two passes of TRADES) through this module keeps gradient synchronisation correct.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, xs: Sequence[Tensor], y: Tensor) -> list[tuple[Tensor, dict[str, Tensor]]]:
+        outs = []
+        for x in xs:
+            if hasattr(self.model, "forward_with_aux"):
+                o = self.model.forward_with_aux(x, y)
+                outs.append((o.logits, dict(o.probe_logits)))
+            else:
+                outs.append((self.model(x), {}))
+        return outs
+
+
+def _output(model: nn.Module, x: Tensor, adaptive: bool) -> ModelOutput:
+    if adaptive:
+        return model.forward_with_aux(x)
+    return ModelOutput(logits=model(x))
+
+
+def attack_loss(model: nn.Module, x: Tensor, y: Tensor, config) -> tuple[Tensor, Tensor]:
+    """Per-example training-attack loss (N,) and final logits, model as it is (eval mode by the caller).
+
+    Eq. 3 with the training beta for CIFS/CAS, CE for vanilla.
+    """
+    out = _output(model, x, config.adaptive)
+    if config.adaptive:
+        return adaptive_loss(out, y, config.beta, scale=config.loss_scale, reduction="none"), out.logits
+    return cross_entropy(out.logits, y), out.logits
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module):
+    was = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        model.train(was)
+
+
+def _bounds(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Bounds of delta: the eps-ball intersected with the image box [0, 1]."""
+    return x.neg().clamp(min=-eps), (1 - x).clamp(max=eps)
+
+
+def pgd_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw, autocast=contextlib.nullcontext) -> Tensor:
+    """PGD-``train_steps`` adversarial examples (eval mode, uniform random start if ``random_start``)."""
+    eps, alpha = config.eps, config.train_step_size
+    lo, hi = _bounds(x, eps)
+    delta = (draw("uniform") * eps if config.random_start else torch.zeros_like(x)).clamp(lo, hi)
+    with _eval(model):
+        for _ in range(config.train_steps):
+            delta.requires_grad_(True)
+            with autocast():
+                loss, _ = attack_loss(model, x + delta, y, config)
+            (grad,) = torch.autograd.grad(loss.sum(), delta)
+            delta = (delta.detach() + alpha * grad.sign()).clamp(lo, hi)
+    return (x + delta).detach()
+
+
+def fat_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw, tau: int,
+                 autocast=contextlib.nullcontext) -> Tensor:
+    """Friendly adversarial examples: early-stopped PGD-K-tau (FAT, Zhang et al. 2020, Alg. 1).
+
+    At each of the K steps, an example whose current point is misclassified stops if its
+    budget ``tau`` is used up, otherwise spends one unit of it; the others take a signed
+    gradient step (plus ``fat_omega`` Gaussian noise, as FAT's code) and are projected.
+    """
+    eps, alpha = config.eps, config.train_step_size
+    lo, hi = _bounds(x, eps)
+    delta = (draw("uniform") * eps if config.random_start else torch.zeros_like(x)).clamp(lo, hi)
+    budget = torch.full((x.shape[0],), int(tau), device=x.device, dtype=torch.long)
+    moving = torch.ones(x.shape[0], device=x.device, dtype=torch.bool)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    with _eval(model):
+        for _ in range(config.train_steps):
+            delta.requires_grad_(True)
+            with autocast():
+                loss, logits = attack_loss(model, x + delta, y, config)
+            (grad,) = torch.autograd.grad(loss.sum(), delta)
+            wrong = logits.detach().argmax(1) != y
+            stop = moving & wrong & (budget == 0)
+            budget = budget - (moving & wrong & (budget > 0)).long()
+            moving = moving & ~stop
+            step = alpha * grad.sign()
+            if config.fat_omega > 0:
+                step = step + config.fat_omega * draw("normal")
+            new = (delta.detach() + step).clamp(lo, hi)
+            delta = torch.where(moving.view(shape), new, delta.detach())
+    return (x + delta).detach()
+
+
+def _log_probs(logits: Tensor) -> Tensor:
+    return F.log_softmax(logits.float(), dim=1)
+
+
+def _weighted_kl(nat: ModelOutput, adv: ModelOutput, config) -> Tensor:
+    """Per-example sum over outputs of w * KL(p_nat || p_adv) with Eq. 3's weights (N,)."""
+    if config.adaptive:
+        w_final, w_probe = loss_weights(config.beta, adv.positions, config.loss_scale)
+    else:
+        w_final, w_probe = 1.0, {}
+    total = torch.zeros(adv.logits.shape[0], device=adv.logits.device, dtype=torch.float32)
+    pairs = [(w_final, nat.logits, adv.logits)] + [(w, nat.probe_logits[p], adv.probe_logits[p]) for p, w in w_probe.items()]
+    for w, ln, la in pairs:
+        if w:
+            lp_nat = _log_probs(ln)
+            total = total + w * F.kl_div(_log_probs(la), lp_nat, reduction="none", log_target=True).sum(1)
+    return total
+
+
+def trades_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw,
+                    autocast=contextlib.nullcontext) -> Tensor:
+    """TRADES' inner maximisation: PGD on KL(p(x) || p(x')) from x + 0.001 N(0, I), eval mode."""
+    eps, alpha = config.eps, config.train_step_size
+    lo, hi = _bounds(x, eps)
+    delta = (0.001 * draw("normal")).clamp(lo, hi)
+    with _eval(model):
+        with torch.no_grad(), autocast():
+            nat = _output(model, x, config.adaptive)
+            nat = ModelOutput(logits=nat.logits.detach().float(),
+                              probe_logits={k: v.detach().float() for k, v in nat.probe_logits.items()})
+        for _ in range(config.train_steps):
+            delta.requires_grad_(True)
+            with autocast():
+                adv = _output(model, x + delta, config.adaptive)
+            loss = _weighted_kl(nat, adv, config)
+            (grad,) = torch.autograd.grad(loss.sum(), delta)
+            delta = (delta.detach() + alpha * grad.sign()).clamp(lo, hi)
+    return (x + delta).detach()
+
+
+def batch_loss(forward: nn.Module, x: Tensor, x_adv: Tensor | None, y: Tensor, config,
+               autocast=contextlib.nullcontext) -> tuple[Tensor, Tensor]:
+    """Per-example training loss (N,) and the logits whose accuracy is logged (train mode).
+
+    ``standard``: Eq. 3 / CE on ``x``; ``pgd_at`` and ``fat``: on ``x_adv``;
+    ``trades``: Eq. 3 / CE on ``x`` + ``trades_beta`` * weighted KL(p(x) || p(x_adv)).
+    """
+    def loss_of(logits: Tensor, probes: dict[str, Tensor]) -> Tensor:
+        out = ModelOutput(logits=logits, probe_logits=probes)
+        if config.adaptive:
+            return adaptive_loss(out, y, config.beta, scale=config.loss_scale, reduction="none")
+        return cross_entropy(logits, y)
+
+    with autocast():
+        if config.method == "standard":
+            ((logits, probes),) = forward([x], y)
+            return loss_of(logits, probes), logits
+        if config.method in ("pgd_at", "fat"):
+            ((logits, probes),) = forward([x_adv], y)
+            return loss_of(logits, probes), logits
+        (ln, pn), (la, pa) = forward([x, x_adv], y)
+    nat = ModelOutput(logits=ln, probe_logits=pn)
+    adv = ModelOutput(logits=la, probe_logits=pa)
+    return loss_of(ln, pn) + config.trades_beta * _weighted_kl(nat, adv, config), la
