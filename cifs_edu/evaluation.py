@@ -30,6 +30,8 @@ Checks (``ReportConfig.checks``), in the order they run:
     ``"detached"`` (the paper's evaluation), with ``"full"`` gradients through the relevance
     and the mask, and with the mask frozen at its clean-input value (BPDA-style,
     :class:`~cifs_edu.attacks.FrozenMask`).
+    For a vanilla model this check runs only the paper's PGD on CE (step eps/10), so that
+    :attr:`RobustnessReport.paper_attack` exists for every model.
 ``autoattack``
     the standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) on the logits-only model.
 
@@ -130,7 +132,7 @@ class ReportConfig:
     """Sizes and tolerances of :func:`robustness_report` (validated at construction).
 
     Attributes:
-        n: examples (the first ``n`` of the data; ``None`` = all).
+        n: examples, drawn at random (seeded by ``seed``) from the data; ``None`` = all.
         eps: nominal l_inf budget (the paper: 8/255).
         eps_multipliers: the eps sweep, as multiples of ``eps`` (its largest must bring accuracy to ~0).
         sweep_steps: PGD steps at each eps of the sweep.
@@ -422,6 +424,16 @@ class RobustnessReport:
         unique = fooled & (fooled.sum(dim=0, keepdim=True) == 1)
         return {r.label: int(u.sum().item()) for r, u in zip(recs, unique)}
 
+    @property
+    def paper_attack(self) -> AttackRecord | None:
+        """The attack of the paper's evaluation: PGD-k with step eps/10 and no random start, on CE for a
+        vanilla model and on Eq. 3 with the detached mask, worst over the betas, for CIFS/CAS
+        (``None`` if the adaptive check did not run)."""
+        for r in self.records:
+            if r.detail.get("paper_attack"):
+                return r
+        return None
+
     def record(self, label: str) -> AttackRecord:
         """The record with this label."""
         for r in self.records:
@@ -549,25 +561,29 @@ def _positions(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(model, "positions", ())) if _has_probes(model) else ()
 
 
-def _first_n(data: Any, n: int | None) -> tuple[Tensor, Tensor]:
-    """The first ``n`` examples of a Dataset, DataLoader or (X, Y) pair as tensors."""
+def _select(data: Any, n: int | None, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` examples of a Dataset, DataLoader or (X, Y) pair, drawn at random (seeded), in data order.
+
+    A random draw rather than the first ``n``: image folders and some test sets are sorted by class.
+    """
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
         X, Y = data
         if X.shape[0] != Y.shape[0]:
             raise ConfigError(f"X and Y have different lengths ({X.shape[0]} vs {Y.shape[0]})")
-        return (X, Y) if n is None else (X[:n], Y[:n])
-    batches, _ = iterate_batches(data, 500)
-    xs, ys, total = [], [], 0
-    for x, y in batches:
-        xs.append(x)
-        ys.append(torch.as_tensor(y))
-        total += x.shape[0]
-        if n is not None and total >= n:
-            break
-    if not xs:
-        raise ConfigError("the data is empty")
-    X, Y = torch.cat(xs), torch.cat(ys)
-    return (X, Y) if n is None else (X[:n], Y[:n])
+    else:
+        batches, _ = iterate_batches(data, 500)
+        xs, ys = [], []
+        for x, y in batches:
+            xs.append(x)
+            ys.append(torch.as_tensor(y))
+        if not xs:
+            raise ConfigError("the data is empty")
+        X, Y = torch.cat(xs), torch.cat(ys)
+    if n is None or n >= X.shape[0]:
+        return X, Y
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(X.shape[0], generator=g)[:n].sort().values
+    return X[idx.to(X.device)], Y[idx.to(Y.device)]
 
 
 @torch.no_grad()
@@ -622,7 +638,7 @@ class _Runner:
         return pred == self.Y.cpu()[self.idx], classes
 
     def run(self, check: str, label: str, loss: str, attacks: Sequence[tuple[str, Callable]], eps: float,
-            in_worst_case: bool = True) -> AttackRecord:
+            in_worst_case: bool = True, detail: dict[str, Any] | None = None) -> AttackRecord:
         """Run one attack, or several (a sweep: per-example AND); record and return it.
 
         ``attacks``: (name, attack) pairs; for a sweep, names are the betas.
@@ -650,9 +666,9 @@ class _Runner:
             per[name] = 100.0 * ok.double().sum().item() / n
         correct = torch.zeros(n, dtype=torch.bool)
         correct[self.idx] = ok_all
-        detail: dict[str, Any] = {}
+        detail = dict(detail or {})
         if len(attacks) > 1:
-            detail = {"accuracy_per_beta": per, "worst_beta": min(per, key=per.__getitem__)}
+            detail.update(accuracy_per_beta=per, worst_beta=min(per, key=per.__getitem__))
         pair = {}
         for p, c in rep_classes.items():
             if m:
@@ -759,8 +775,8 @@ def _count_checks(model, config: ReportConfig, surrogate, probes: bool, has_cifs
     total += (len(config.steps) + 2 + 2) if "saturation" in c else 0
     total += 1 if "black_box" in c else 0
     total += 1 if ("transfer" in c and surrogate is not None and surrogate is not model) else 0
-    if "adaptive" in c and probes:
-        total += 2 * n_betas * (3 if has_cifs else 2)
+    if "adaptive" in c:
+        total += 2 * n_betas * (3 if has_cifs else 2) if probes else 1
     total += 1 if "autoattack" in c else 0
     return total
 
@@ -780,7 +796,8 @@ def robustness_report(
     Args:
         model: the classifier (``model(x)`` -> logits for x in [0, 1]); a cifs_edu model with
             CIFS/CAS layers also gets the adaptive check.
-        data: a Dataset, a DataLoader or an ``(X, Y)`` pair; the first ``config.n`` examples are used.
+        data: a Dataset, a DataLoader or an ``(X, Y)`` pair; ``config.n`` examples drawn at random (seeded)
+            are used, in data order.
         config: sizes and tolerances (default: :meth:`ReportConfig.from_profile` of the current session).
         surrogate: a vanilla adversarially trained model for the transfer check (skipped when
             ``None`` or when it is ``model`` itself).
@@ -802,7 +819,7 @@ def robustness_report(
     if surrogate is not None and not isinstance(surrogate, nn.Module):
         raise ConfigError(f"surrogate must be a torch.nn.Module or None (got {type(surrogate).__name__})")
     t_start = time.perf_counter()
-    X, Y = _first_n(data, config.n)
+    X, Y = _select(data, config.n, config.seed)
     X, Y = X.float(), Y.long()
     if X.numel() and (X.min() < 0 or X.max() > 1):
         raise ConfigError("inputs must lie in [0, 1]")
@@ -901,6 +918,9 @@ def robustness_report(
     if "adaptive" in c:
         if not probes:
             skipped["adaptive"] = "the model has no CIFS/CAS probes: its joint loss is CE (see saturation)"
+            k = config.adaptive_steps
+            runner.run("paper", f"PGD-{k} (paper's attack)", "CE", [("", PGD(model, eps, steps=k))], eps,
+                       detail={"paper_attack": True})
         else:
             modes = MASK_MODES if has_cifs else ("detached", "frozen")
             if not has_cifs:
@@ -920,8 +940,10 @@ def robustness_report(
                                        mask_grad=grad_mode)
                         pairs.append((beta_label(b), FrozenMask(atk) if mode == "frozen" else atk))
                     steps = config.adaptive_steps if opt == "PGD" else config.apgd_steps
+                    paper = opt == "PGD" and mode == "detached"
                     by_mode[(opt, mode)] = runner.run(
-                        "adaptive", f"{opt}-{steps} adaptive, {text[mode]}", "Eq. 3, worst over betas", pairs, eps)
+                        "adaptive", f"{opt}-{steps} adaptive, {text[mode]}", "Eq. 3, worst over betas", pairs, eps,
+                        detail={"paper_attack": True} if paper else None)
                 base = by_mode[(opt, "detached")]
                 for mode in modes[1:]:
                     flags += _flag_drop("adaptive", "adaptive_gap", base, by_mode[(opt, mode)], config.adaptive_tol, n,

@@ -197,6 +197,18 @@ def test_transfer_is_skipped_without_a_distinct_surrogate(models, test_data):
     assert "transfer" in robustness_report(target, test_data, cfg, surrogate=target, progress=False).skipped
 
 
+def test_vanilla_model_gets_only_the_papers_pgd_in_the_adaptive_check(models, test_data):
+    target, _ = models
+    cfg = TOY_CONFIG.replace(n=32, adaptive_steps=5, checks=("adaptive",))
+    r = robustness_report(target, test_data, cfg, progress=False)
+    assert "adaptive" in r.skipped
+    assert [rec.label for rec in r.records] == ["PGD-5 (paper's attack)"]
+    assert r.paper_attack is r.records[0]
+    x, y = r.x[r.clean_correct], r.y[r.clean_correct]
+    direct = robust_accuracy(target, (x, y), PGD(target, EPS, steps=5), progress=False)
+    assert int(direct.correct.sum()) == int(r.paper_attack.correct.sum())
+
+
 # ---------------------------------------------------------------------------- configuration
 def test_report_config_validation_and_presets():
     with pytest.raises(ConfigError, match="steps"):
@@ -362,6 +374,7 @@ def test_adaptive_check_on_a_cifs_model():
         assert rec.accuracy <= min(per.values()) + 1e-9
         assert set(rec.pair_change) == {"P1", "P2"} and all(0 <= v <= 100 for v in rec.pair_change.values())
     assert r.worst_case_accuracy <= min(rec.accuracy for rec in r.records)
+    assert r.paper_attack is r.records[0]
     assert r.worst_case_accuracy < 100  # a random network is not robust
     assert model.mask_grad == "detached"
     assert all(len(layer._forward_hooks) == 0 for layer in model.selectors.values())
