@@ -114,7 +114,8 @@ class TrainConfig:
     Runtime:
         seed; amp: ``"auto"`` (bfloat16 autocast on CUDA when supported, else float16 with a
         gradient scaler; float32 on the CPU), ``"off"``, ``"bf16"``, ``"fp16"``;
-        channels_last: ``"auto"`` (on CUDA), ``"on"``, ``"off"``; compile: ``torch.compile``.
+        channels_last: ``"auto"`` (= on: faster on CUDA and, for these ResNets, on CPUs too),
+        ``"on"``, ``"off"``; compile: ``torch.compile`` the training forward (CUDA).
     """
 
     profile: str = "smoke"
@@ -379,7 +380,11 @@ class TrainConfig:
         return "none" if self.dataset in ("svhn", "fmnist") else "crop_flip"
 
     def data_shape(self) -> tuple[int, int]:
-        """``(in_channels, num_classes)`` of the dataset, known without loading it."""
+        """``(in_channels, num_classes)`` of the dataset, known without loading it.
+
+        For an image folder, the number of class folders under ``train/`` (10 when the folder
+        is missing: the data check at the start of training reports that).
+        """
         if self.dataset == "fmnist":
             return 1, 10
         if self.dataset.startswith("folder:"):
@@ -387,7 +392,7 @@ class TrainConfig:
 
             train = Path(self.dataset[7:]).expanduser() / "train"
             classes = [d for d in train.iterdir() if d.is_dir()] if train.is_dir() else []
-            return 3, max(len(classes), 2)
+            return 3, len(classes) if len(classes) >= 2 else 10
         return 3, 10
 
     def model_kwargs(self, in_channels: int | None = None, num_classes: int | None = None) -> dict[str, Any]:

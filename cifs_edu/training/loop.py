@@ -12,8 +12,8 @@ torch RNG is reseeded with ``(seed, e)`` at the start of each epoch. On the CPU,
 2 epochs gives bit-identical weights to training 1 epoch, stopping, and resuming.
 
 Speed: no host synchronisation inside an epoch (loss and accuracy accumulate on the
-device); on CUDA, automatic mixed precision (bfloat16, or float16 with a gradient scaler)
-and channels-last memory format; the training set lives on the device.
+device); channels-last memory format; on CUDA, automatic mixed precision (bfloat16, or
+float16 with a gradient scaler); the training set lives on the device.
 """
 from __future__ import annotations
 
@@ -139,7 +139,8 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 
 def _channels_last(config: TrainConfig, device: torch.device) -> bool:
-    return config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
+    # "auto" = on: faster on CUDA (tensor cores) and on CPUs too (about 35% for a width-8 ResNet-18)
+    return config.channels_last in ("on", "auto")
 
 
 class _Noise:
@@ -274,8 +275,8 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
 
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = _build(config, data_info, dev, cl)
-    if info.active and dev.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if info.active:
+        model = dist.global_batchnorm(model, dev.type)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.lr_gamma)

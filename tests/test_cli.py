@@ -1,0 +1,89 @@
+"""``python -m cifs_edu``: train, eval, reproduce, list; one-line errors with exit status 2."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cifs_edu.cli import build_parser, main
+
+from .conftest import ROOT
+
+TINY_SET = ["n_train=64", "n_val=32", "n_test=32", "eval_n=16", "width=4", "batch_size=32", "train_steps=1",
+            "val_steps=2", "eval_batch_size=32", "milestones=[]"]
+
+
+def _sets(items):
+    out = []
+    for s in items:
+        out += ["--set", s]
+    return out
+
+
+def test_train_eval_and_reproduce_write_json(cifs_home, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--profile", "smoke", "--defense", "cifs", "--epochs", "1", "--imgf", "softmax",
+               "--run-dir", str(run_dir), "--no-progress", "--json", *_sets(TINY_SET + ['eval_attacks=["natural","fgsm"]'])])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert printed == saved and set(saved["last"]) == {"natural", "fgsm"}
+    assert saved["config"]["defense"] == "cifs" and saved["config"]["model_options"] == {"imgf": "softmax"}
+
+    rc = main(["eval", str(run_dir), "--attack", "pgd20", "--attack", "fgsm", "--n", "8", "--no-progress", "--json"])
+    assert rc == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert set(ev["accuracy"]) == {"pgd20", "fgsm"} and ev["n"]["pgd20"] == 8
+    assert os.path.isfile(ev["path"]) and os.path.dirname(ev["path"]) == str(run_dir / "eval")
+    assert "beta_atk=2" in ev["attacks"]["pgd20"]  # CIFS is attacked with the adaptive loss
+
+    rc = main(["eval", str(run_dir / "best.pt"), "--attack", "sweep", "--n", "4", "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "per beta_atk" in out and "inf-P1" in out
+
+    rc = main(["reproduce", "tableE2", "--profile", "smoke", "--rows", "vanilla,P1", "--no-progress",
+               *_sets(TINY_SET + ["epochs=1"])])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Table E.2" in out and "paper" in out and "this run (smoke)" in out
+    table = json.loads((cifs_home / "runs" / "tables" / "tableE2_positions-smoke.json").read_text())
+    assert set(table["run"]) == {"vanilla", "P1"} and table["paper"]["P1"]["pgd20"] == 48.45
+
+
+def test_list_and_help(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "table1_cifar10_resnet18_last" in out and "H100-h" in out
+    parser = build_parser()
+    train_help = parser._subparsers._group_actions[0].choices["train"].format_help()
+    for flag in ("--profile", "--defense", "--method", "--epochs", "--no-resume", "--set"):
+        assert flag in train_help
+    for action in parser._subparsers._group_actions[0].choices["train"]._actions:
+        assert action.help, action.dest  # every flag is documented
+
+
+def _run(*args, env_home):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CIFS_HOME=str(env_home))
+    return subprocess.run([sys.executable, "-m", "cifs_edu", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--set", "eps=-1", "--set", "lr=0"], "eps must be"),
+        (["train", "--set", "learning_rate=0.1"], "unknown TrainConfig field"),
+        (["train", "--dataset", "folder:/no/such/folder", "--set", "n_train=8"], "folder"),
+        (["eval", "/no/such/run"], "no checkpoint"),
+        (["reproduce", "table99"], "unknown table"),
+    ],
+)
+def test_errors_are_one_line_with_status_2(tmp_path, args, message):
+    proc = _run(*args, env_home=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
