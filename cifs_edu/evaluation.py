@@ -353,7 +353,8 @@ class RobustnessReport:
         flags: the raised flags.
         skipped: check -> why it was not run.
         sanity: numbers of the sanity check.
-        runtime_s: wall time of the whole report.
+        runtime_s: wall time of the whole report; cpu_s: CPU time of this process (all threads),
+            a load-independent measure of its cost on a shared machine.
         y: labels (n,); x / x_worst: clean inputs and, per example, the adversarial input of
             the first attack (in run order) that fooled it (the clean input if none did).
             These tensors are not serialised.
@@ -367,6 +368,7 @@ class RobustnessReport:
     skipped: dict[str, str]
     sanity: dict[str, Any]
     runtime_s: float
+    cpu_s: float = float("nan")
     y: Tensor | None = None
     x: Tensor | None = None
     x_worst: Tensor | None = None
@@ -514,7 +516,7 @@ class RobustnessReport:
             "clean_correct": "".join("1" if c else "0" for c in self.clean_correct.tolist()),
             "records": [r.to_dict() for r in self.records],
             "flags": [{"check": f.check, "code": f.code, "kind": f.kind, "message": f.message} for f in self.flags],
-            "skipped": self.skipped, "sanity": self.sanity, "runtime_s": self.runtime_s,
+            "skipped": self.skipped, "sanity": self.sanity, "runtime_s": self.runtime_s, "cpu_s": self.cpu_s,
             "labels": None if self.y is None else self.y.tolist(),
         }
 
@@ -534,7 +536,7 @@ class RobustnessReport:
         flags = [Flag(f["check"], f["code"], f["message"]) for f in d["flags"]]
         y = None if d.get("labels") is None else torch.tensor(d["labels"], dtype=torch.long)
         return cls(d["model"], config, clean, records, flags, dict(d["skipped"]), dict(d["sanity"]),
-                   float(d["runtime_s"]), y=y)
+                   float(d["runtime_s"]), float(d.get("cpu_s", float("nan"))), y=y)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "RobustnessReport":
@@ -818,7 +820,7 @@ def robustness_report(
         config = config.replace(**overrides)
     if surrogate is not None and not isinstance(surrogate, nn.Module):
         raise ConfigError(f"surrogate must be a torch.nn.Module or None (got {type(surrogate).__name__})")
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     X, Y = _select(data, config.n, config.seed)
     X, Y = X.float(), Y.long()
     if X.numel() and (X.min() < 0 or X.max() > 1):
@@ -962,6 +964,7 @@ def robustness_report(
     return RobustnessReport(
         model=name or model_name(model), config=config, clean_correct=runner.clean_correct, records=runner.records,
         flags=flags, skipped=skipped, sanity=sanity, runtime_s=time.perf_counter() - t_start,
+        cpu_s=time.process_time() - cpu_start,
         y=Y.cpu(), x=X.detach().cpu(), x_worst=runner.x_worst,
     )
 
