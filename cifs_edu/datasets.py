@@ -1,0 +1,585 @@
+"""Data: CIFAR-10, SVHN, Fashion-MNIST, any image folder, and the embedded synthetic set.
+
+One entry point, :func:`load_data`, returns a :class:`DataSplits` (train / val / test)
+whose datasets yield ``(x, y)`` with ``x`` a float32 tensor of shape ``(C, H, W)`` in
+``[0, 1]`` (models normalise internally, if at all) and ``y`` an ``int``.
+
+=============  ==================  ==========  ===============================================
+name           source              image       training augmentation (train split only)
+=============  ==================  ==========  ===============================================
+``synthetic``  generated here      3x32x32     random crop 32 (zero padding 4) + horizontal flip
+``cifar10``    torchvision         3x32x32     random crop 32 (zero padding 4) + horizontal flip
+``svhn``       torchvision         3x32x32     none (digits must not be mirrored; the paper uses none)
+``fmnist``     torchvision         1x28x28     none (centred, aligned images, kept at 28x28)
+``folder:P``   ``P/train``,        as stored   random crop (zero padding 4) + horizontal flip
+               ``P/test``
+=============  ==================  ==========  ===============================================
+
+All images are held in memory as ``uint8`` tensors and augmented as tensors, which is
+fast on a CPU (CIFAR-10's training set is 50,000 x 3 x 32 x 32 bytes = 150 MB).
+
+Where the real data sets live: ``root`` if given, else the ``CIFS_DATA`` environment
+variable, else ``~/.cache/cifs_edu/data`` (``$XDG_CACHE_HOME/cifs_edu/data`` when that is
+set). The folder is a plain torchvision root, so an existing download can be reused by
+pointing ``CIFS_DATA`` at it. A data set that is missing and cannot be downloaded raises
+:class:`DataNotFoundError`, whose message names the data set, the folder and the fix;
+nothing is ever replaced silently by other data.
+
+Splits: the validation split (``n_val`` images, for choosing the best epoch without
+looking at the test set) is carved from the full training set first, balanced per class;
+then ``n_train`` training images are drawn, balanced per class, from what remains. Both
+choices are deterministic given ``seed``. The test subset (``n_test``) is balanced too and
+drawn with a fixed seed, so every run of a comparison sees the same test images.
+"""
+from __future__ import annotations
+
+import os
+import random
+import urllib.error
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .profiles import ConfigError
+
+__all__ = [
+    "DATASETS",
+    "DATA_ENV",
+    "DataNotFoundError",
+    "DataSplits",
+    "ImageTensorDataset",
+    "load_data",
+    "make_loader",
+    "as_tensors",
+    "class_counts",
+    "balanced_indices",
+    "data_root",
+    "clear_folder_cache",
+]
+
+DATA_ENV = "CIFS_DATA"
+DATASETS = ("synthetic", "cifar10", "svhn", "fmnist")  # plus "folder:<path>"
+TEST_SUBSET_SEED = 0  # the test subset never depends on the run's seed
+PAD = 4  # zero padding of the random crop (the paper's augmentation)
+
+_AUGMENT = {"synthetic": True, "cifar10": True, "svhn": False, "fmnist": False, "folder": True}
+_TITLES = {
+    "synthetic": "embedded synthetic shapes (NOT CIFAR-10)",
+    "cifar10": "CIFAR-10",
+    "svhn": "SVHN",
+    "fmnist": "Fashion-MNIST",
+}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set is not on disk and could not be fetched; the message says which, where and how to fix it."""
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class ImageTensorDataset(Dataset):
+    """Images held in memory as ``uint8`` ``(N, C, H, W)``; items are ``(float32 (C, H, W) in [0, 1], int)``.
+
+    Args:
+        images: ``uint8`` tensor ``(N, C, H, W)``.
+        targets: ``int64`` tensor ``(N,)`` of class indices.
+        classes: class names, ``classes[k]`` names label ``k``.
+        augment: apply a random crop (zero padding :data:`PAD`) and a horizontal flip to each
+            item. Randomness comes from torch's global generator, which
+            :func:`make_loader` seeds per worker, so epochs are reproducible given the seed.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], augment: bool = False):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if targets.shape != (images.shape[0],):
+            raise ValueError(f"targets must have shape ({images.shape[0]},), got {tuple(targets.shape)}")
+        self.images = images
+        self.targets = targets.long()
+        self.classes = list(classes)
+        self.augment = bool(augment)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = self.images[i]
+        if self.augment:
+            img = random_crop_flip(img)
+        return img.float().div_(255), int(self.targets[i])
+
+    def subset(self, indices: torch.Tensor, augment: bool | None = None) -> "ImageTensorDataset":
+        """A new dataset holding the images at ``indices`` (copied)."""
+        aug = self.augment if augment is None else augment
+        return ImageTensorDataset(self.images[indices], self.targets[indices], self.classes, aug)
+
+    def __repr__(self) -> str:
+        c, h, w = self.images.shape[1:]
+        return f"ImageTensorDataset({len(self)} images {c}x{h}x{w}, {len(self.classes)} classes, augment={self.augment})"
+
+
+def random_crop_flip(img: torch.Tensor, pad: int = PAD, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop of the original size from the image zero-padded by ``pad``, then a flip with p=0.5.
+
+    ``img``: ``(C, H, W)`` (any dtype); returns a new tensor of the same shape and dtype.
+    Equivalent to torchvision's ``RandomCrop(size, padding=pad)`` + ``RandomHorizontalFlip()``.
+    """
+    c, h, w = img.shape
+    padded = img.new_zeros((c, h + 2 * pad, w + 2 * pad))
+    padded[:, pad : pad + h, pad : pad + w] = img
+    top, left, flip = torch.randint(0, 2 * pad + 1, (3,), generator=generator).tolist()
+    out = padded[:, top : top + h, left : left + w]
+    if flip % 2:
+        out = out.flip(-1)
+    return out.contiguous()
+
+
+# --------------------------------------------------------------------------- splits
+
+
+@dataclass
+class DataSplits:
+    """The three splits of one data set, and what a model needs to know about it.
+
+    Attributes:
+        train: training data (augmented if the data set's recipe says so).
+        val: validation data carved from the training set (never augmented), or ``None``.
+        test: test data (never augmented).
+        classes: class names; ``classes[k]`` is label ``k``.
+        name: the data set's name as passed to :func:`load_data`.
+        in_channels, image_size: input shape ``(in_channels, image_size, image_size)``.
+        augmentation: a short description of the training augmentation.
+        root: the folder the data came from (``None`` for the synthetic set).
+    """
+
+    train: ImageTensorDataset
+    val: ImageTensorDataset | None
+    test: ImageTensorDataset
+    classes: list[str]
+    name: str
+    in_channels: int
+    image_size: int
+    augmentation: str
+    root: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> str:
+        """One line, e.g. ``"cifar10: 5000 train / 500 val / 1000 test; 10 classes; 3x32x32; ..."``."""
+        title = _TITLES.get(self.name, f"image folder {self.root}")
+        n_val = 0 if self.val is None else len(self.val)
+        return (
+            f"{self.name} [{title}]: {len(self.train)} train / {n_val} val / {len(self.test)} test; "
+            f"{self.num_classes} classes; {self.in_channels}x{self.image_size}x{self.image_size}; "
+            f"train augmentation: {self.augmentation}"
+        )
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def balanced_indices(
+    targets: torch.Tensor, n: int, generator: torch.Generator, num_classes: int | None = None
+) -> torch.Tensor:
+    """``n`` indices into ``targets``, as balanced across classes as the counts allow.
+
+    Every class gets ``n // K`` (the first ``n % K`` classes in a seeded order one more);
+    a class with too few images gives all it has and the shortfall is spread over the
+    others. Within a class the images are a seeded random choice. Returns sorted indices.
+
+    Raises:
+        ConfigError: if ``n`` exceeds ``len(targets)``.
+    """
+    targets = targets.long()
+    if n > targets.numel():
+        raise ConfigError(f"asked for {n} images but only {targets.numel()} are available")
+    k = int(targets.max()) + 1 if num_classes is None else num_classes
+    counts = torch.bincount(targets, minlength=k)
+    # water-filling: the largest level L with sum(min(counts, L)) <= n ...
+    level = 0
+    while level < int(counts.max()) and int(counts.clamp(max=level + 1).sum()) <= n:
+        level += 1
+    quota = counts.clamp(max=level)
+    # ... then one more image for (n - sum) classes that still have some, in a seeded order
+    short = n - int(quota.sum())
+    if short:
+        roomy = (counts > level).nonzero().flatten()
+        quota[roomy[torch.randperm(roomy.numel(), generator=generator)[:short]]] += 1
+    chosen = []
+    for c in range(k):
+        if quota[c]:
+            idx = (targets == c).nonzero().flatten()
+            perm = torch.randperm(idx.numel(), generator=generator)[: int(quota[c])]
+            chosen.append(idx[perm])
+    return torch.cat(chosen).sort().values if chosen else torch.empty(0, dtype=torch.long)
+
+
+def class_counts(dataset: Dataset) -> dict[str, int]:
+    """Images per class, ``{class name: count}`` in label order (names ``"0"``... if unknown)."""
+    if isinstance(dataset, ImageTensorDataset):
+        targets, classes = dataset.targets, dataset.classes
+    else:
+        targets = torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])
+        classes = getattr(dataset, "classes", None)
+    k = len(classes) if classes else int(targets.max()) + 1
+    counts = torch.bincount(targets.long(), minlength=k).tolist()
+    names = list(classes) if classes else [str(i) for i in range(k)]
+    return dict(zip(names, counts))
+
+
+def _split(
+    train_pool: ImageTensorDataset,
+    test_pool: ImageTensorDataset,
+    n_train: int | None,
+    n_val: int,
+    n_test: int | None,
+    seed: int,
+    augment: bool,
+    name: str,
+) -> tuple[ImageTensorDataset, ImageTensorDataset | None, ImageTensorDataset]:
+    """Carve val from the full training pool, then subset train and test (all balanced)."""
+    n_pool = len(train_pool)
+    need = n_val + (n_train or 0)
+    if need > n_pool or (n_train is None and n_val >= n_pool):
+        raise ConfigError(
+            f"{name}: n_train + n_val = {n_train or 0} + {n_val} exceeds the {n_pool} training images available"
+        )
+    if n_test is not None and n_test > len(test_pool):
+        raise ConfigError(f"{name}: n_test = {n_test} exceeds the {len(test_pool)} test images available")
+    k = len(train_pool.classes)
+    g = torch.Generator().manual_seed(seed)
+    rest = torch.arange(n_pool)
+    val = None
+    if n_val:
+        val_idx = balanced_indices(train_pool.targets, n_val, g, k)
+        keep = torch.ones(n_pool, dtype=torch.bool)
+        keep[val_idx] = False
+        rest = rest[keep]
+        val = train_pool.subset(val_idx, augment=False)
+    if n_train is not None:
+        rest = rest[balanced_indices(train_pool.targets[rest], n_train, g, k)]
+    train = train_pool.subset(rest, augment=augment)
+    if n_test is not None:
+        gt = torch.Generator().manual_seed(TEST_SUBSET_SEED)
+        test = test_pool.subset(balanced_indices(test_pool.targets, n_test, gt, k), augment=False)
+    else:
+        test = test_pool.subset(torch.arange(len(test_pool)), augment=False)
+    return train, val, test
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data folder: ``root``, else ``$CIFS_DATA``, else ``~/.cache/cifs_edu/data``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(DATA_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "cifs_edu" / "data"
+
+
+def _not_found(name: str, root: Path, download: bool, cause: BaseException) -> DataNotFoundError:
+    title = _TITLES[name]
+    if download:
+        how = (
+            f"the download failed ({type(cause).__name__}: {cause}). Fix: run once with internet access "
+            f"(load_data({name!r}, download=True)), or copy an existing torchvision download of {title} "
+            f"into that folder, or set {DATA_ENV} to a folder that has it; for an offline run use "
+            "dataset='synthetic' (embedded, no download) instead"
+        )
+    else:
+        how = (
+            f"download=False was given. Fix: pass download=True (needs internet once), or set {DATA_ENV} "
+            f"(or root=) to a folder holding a torchvision download of {title}"
+        )
+    return DataNotFoundError(f"{title} ({name!r}) was not found in {root}: {how}.")
+
+
+def _torchvision(name: str, root: Path, download: bool) -> tuple[ImageTensorDataset, ImageTensorDataset]:
+    """Load a torchvision data set (real downloader) and convert it to uint8 tensors once."""
+    import torchvision.datasets as tvd
+
+    def make(train: bool):
+        if name == "cifar10":
+            return tvd.CIFAR10(str(root), train=train, download=download)
+        if name == "svhn":
+            return tvd.SVHN(str(root), split="train" if train else "test", download=download)
+        return tvd.FashionMNIST(str(root), train=train, download=download)
+
+    try:
+        if download:
+            root.mkdir(parents=True, exist_ok=True)
+        parts = [make(True), make(False)]
+    except (RuntimeError, OSError, urllib.error.URLError, ValueError) as e:
+        raise _not_found(name, root, download, e) from e
+    out = []
+    for ds in parts:
+        if name == "cifar10":
+            images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+            targets, classes = torch.as_tensor(ds.targets), list(ds.classes)
+        elif name == "svhn":
+            images = torch.from_numpy(np.ascontiguousarray(ds.data))
+            targets, classes = torch.as_tensor(ds.labels, dtype=torch.long), [str(d) for d in range(10)]
+        else:
+            images = ds.data.unsqueeze(1).contiguous()
+            targets, classes = ds.targets.clone(), list(ds.classes)
+        out.append(ImageTensorDataset(images, targets, classes))
+    return out[0], out[1]
+
+
+_FOLDER_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor, list[str]]] = {}
+
+
+def clear_folder_cache() -> None:
+    """Forget the decoded images of every image folder loaded so far."""
+    _FOLDER_CACHE.clear()
+
+
+def _read_image_folder(split_dir: Path, image_size: int | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode an ImageFolder tree (``split_dir/<class>/<image>``) into uint8 RGB tensors (cached)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files, labels = [], []
+    for k, c in enumerate(classes):
+        for f in sorted((split_dir / c).rglob("*")):
+            if f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS):
+                files.append(f)
+                labels.append(k)
+    if not files:
+        raise DataNotFoundError(
+            f"image folder {split_dir} holds no images: expected {split_dir}/<class name>/<image>.jpg|png "
+            "(torchvision ImageFolder layout)"
+        )
+    key = (str(split_dir.resolve()), image_size, len(files), max(f.stat().st_mtime_ns for f in files))
+    if key in _FOLDER_CACHE:
+        return _FOLDER_CACHE[key]
+    images = [_decode(f) for f in files]
+    sizes = {tuple(im.shape[1:]) for im in images}
+    if image_size is not None:
+        from torchvision.transforms.v2 import functional as TF
+
+        images = [im if im.shape[1:] == (image_size, image_size) else TF.resize(im, [image_size, image_size], antialias=True) for im in images]
+    elif len(sizes) > 1:
+        raise ConfigError(
+            f"images in {split_dir} have {len(sizes)} different sizes (e.g. {sorted(sizes)[:3]}); "
+            "pass image_size=<pixels> to resize them all to a square"
+        )
+    out = (torch.stack(images), torch.as_tensor(labels, dtype=torch.long), classes)
+    _FOLDER_CACHE[key] = out
+    return out
+
+
+def _decode(path: Path) -> torch.Tensor:
+    """One image file -> uint8 RGB tensor (3, H, W) (decoded by Pillow, as ImageFolder does)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"))
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _folder(path: str, image_size: int | None) -> tuple[ImageTensorDataset, ImageTensorDataset, Path]:
+    base = Path(path).expanduser()
+    missing = [s for s in ("train", "test") if not (base / s).is_dir()]
+    if missing:
+        raise DataNotFoundError(
+            f"image folder dataset 'folder:{path}': {', '.join(str(base / s) for s in missing)} not found. "
+            f"Fix: point 'folder:<path>' at a folder holding train/<class>/<images> and test/<class>/<images> "
+            "(torchvision ImageFolder layout)"
+        )
+    tr = _read_image_folder(base / "train", image_size)
+    te = _read_image_folder(base / "test", image_size)
+    if tr[2] != te[2]:
+        raise ConfigError(f"folder:{path}: train classes {tr[2]} differ from test classes {te[2]}")
+    if tr[0].shape[1:] != te[0].shape[1:]:
+        raise ConfigError(
+            f"folder:{path}: train images are {tuple(tr[0].shape[1:])} but test images are "
+            f"{tuple(te[0].shape[1:])}; pass image_size=<pixels>"
+        )
+    return ImageTensorDataset(*tr), ImageTensorDataset(*te), base
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _check(dataset: str, n_train, n_val, n_test, seed) -> str:
+    problems = []
+    if not isinstance(dataset, str):
+        raise ConfigError(f"dataset must be a string, got {dataset!r}")
+    kind = "folder" if dataset.startswith("folder:") else dataset
+    if kind not in DATASETS and kind != "folder":
+        problems.append(f"unknown dataset {dataset!r}: choose one of {DATASETS} or 'folder:<path>'")
+    if kind == "folder" and not dataset[len("folder:"):].strip():
+        problems.append("'folder:' needs a path, e.g. 'folder:../shared/data/cifar10-sample'")
+    for name, v in (("n_train", n_train), ("n_test", n_test)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            problems.append(f"{name} must be a positive int or None (got {v!r})")
+    if isinstance(n_val, bool) or not isinstance(n_val, int) or n_val < 0:
+        problems.append(f"n_val must be an int >= 0 (got {n_val!r})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        problems.append(f"seed must be an int >= 0 (got {seed!r})")
+    if problems:
+        raise ConfigError("load_data: " + "; ".join(problems))
+    return kind
+
+
+def load_data(
+    dataset: str = "synthetic",
+    *,
+    n_train: int | None = None,
+    n_val: int = 0,
+    n_test: int | None = None,
+    root: str | os.PathLike | None = None,
+    seed: int = 0,
+    augment: bool = True,
+    download: bool = True,
+    image_size: int | None = None,
+) -> DataSplits:
+    """Load a data set as train / val / test splits of in-memory image tensors.
+
+    Args:
+        dataset: ``"synthetic"`` (embedded, offline; see :mod:`cifs_edu.synthetic`),
+            ``"cifar10"``, ``"svhn"``, ``"fmnist"`` (torchvision downloaders) or
+            ``"folder:<path>"`` (``<path>/train/<class>/*`` and ``<path>/test/<class>/*``).
+        n_train: training images kept after the validation split (balanced per class);
+            ``None`` keeps all (for ``synthetic``: 10,000 are generated).
+        n_val: validation images carved from the full training set first (balanced); 0 = no
+            validation split (``.val`` is ``None``).
+        n_test: test images (balanced, drawn with a fixed seed); ``None`` keeps all
+            (``synthetic``: 2,000).
+        root: data folder for torchvision sets; default ``$CIFS_DATA`` or ``~/.cache/cifs_edu/data``.
+        seed: picks the validation and training subsets (and the synthetic training images).
+        augment: use the data set's training augmentation (see the module table); ``False``
+            turns it off. Validation and test data are never augmented.
+        download: let torchvision download a missing data set (needs internet once).
+        image_size: ``folder:`` only: resize every image to ``image_size`` x ``image_size``
+            (needed when the folder's images differ in size).
+
+    Returns:
+        :class:`DataSplits` whose items are ``(float32 (C, H, W) in [0, 1], int)``.
+
+    Raises:
+        ConfigError: unknown data set, impossible sizes or seed (before any loading).
+        DataNotFoundError: the data is not on disk and could not be downloaded.
+    """
+    kind = _check(dataset, n_train, n_val, n_test, seed)
+    if image_size is not None and (kind != "folder" or not isinstance(image_size, int) or image_size <= 0):
+        raise ConfigError(f"image_size must be a positive int and is only for 'folder:<path>' (got {image_size!r})")
+    do_aug = augment and _AUGMENT[kind]
+    where: str | None
+    if kind == "synthetic":
+        from . import synthetic
+
+        n_pool = (synthetic.DEFAULT_N_TRAIN if n_train is None else n_train) + n_val
+        n_te = synthetic.DEFAULT_N_TEST if n_test is None else n_test
+        data = synthetic.make_synthetic(n_pool, n_te, seed=seed, test_seed=TEST_SUBSET_SEED)
+        classes = list(synthetic.CLASSES)
+        train_pool = ImageTensorDataset(data.x_train, data.y_train, classes)
+        test_pool = ImageTensorDataset(data.x_test, data.y_test, classes)
+        n_train_eff = None if n_train is None else n_train
+        where = None
+    elif kind == "folder":
+        train_pool, test_pool, base = _folder(dataset[len("folder:"):].strip(), image_size)
+        n_train_eff, where = n_train, str(base)
+    else:
+        base = data_root(root)
+        train_pool, test_pool = _torchvision(kind, base, download)
+        n_train_eff, where = n_train, str(base)
+    train, val, test = _split(train_pool, test_pool, n_train_eff, n_val, n_test, seed, do_aug, dataset)
+    c, h, w = train_pool.images.shape[1:]
+    if h != w:
+        raise ConfigError(f"{dataset}: images must be square, got {h}x{w}; pass image_size=<pixels>")
+    aug_text = f"random crop {h} (zero padding {PAD}) + horizontal flip" if do_aug else "none"
+    return DataSplits(
+        train=train,
+        val=val,
+        test=test,
+        classes=list(train_pool.classes),
+        name=kind if kind != "folder" else dataset,
+        in_channels=int(c),
+        image_size=int(h),
+        augmentation=aug_text,
+        root=where,
+    )
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed Python's and NumPy's generators in a DataLoader worker from torch's per-worker seed."""
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader whose order and augmentation are reproducible from ``seed``.
+
+    The loader owns a ``torch.Generator`` seeded with ``seed`` (shuffling, and the base
+    seed of each worker); workers also seed Python's ``random`` and NumPy. With
+    ``num_workers=0`` the augmentation draws from torch's global generator, which
+    :func:`cifs_edu.setup` seeds.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"batch_size must be a positive int (got {batch_size!r})")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f"num_workers must be an int >= 0 (got {num_workers!r})")
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=g,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        worker_init_fn=_seed_worker if num_workers > 0 else None,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def as_tensors(dataset: Dataset, n: int | None = None, *, balanced: bool = False, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack a (small) dataset into ``(X float32 (N, C, H, W) in [0, 1], Y int64 (N,))``, never augmented.
+
+    Args:
+        n: how many; ``None`` = all. The first ``n`` items, or with ``balanced=True`` a
+            class-balanced choice of ``n`` (seeded by ``seed``, returned in dataset order).
+    """
+    total = len(dataset)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+        raise ConfigError(f"n must be a positive int or None (got {n!r})")
+    if n is not None and n > total:
+        raise ConfigError(f"asked for {n} images but the dataset has {total}")
+    if isinstance(dataset, ImageTensorDataset):
+        images, targets = dataset.images, dataset.targets
+    else:
+        items = [dataset[i] for i in range(total)]
+        images = torch.stack([torch.as_tensor(x) for x, _ in items])
+        targets = torch.as_tensor([int(y) for _, y in items])
+    if n is None:
+        idx = torch.arange(total)
+    elif balanced:
+        idx = balanced_indices(targets, n, torch.Generator().manual_seed(seed))
+    else:
+        idx = torch.arange(n)
+    x = images[idx]
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    return x, targets[idx].long().clone()
