@@ -81,7 +81,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .attacks.apgd import APGD
-from .attacks.autoattack import AutoAttack
+from .attacks.autoattack import AUTOATTACK_COMPONENTS, AutoAttack
 from .attacks.base import eval_mode, format_eps, model_device, model_name
 from .attacks.evaluate import iterate_batches
 from .attacks.external import Square, TorchattacksAPGD
@@ -145,6 +145,8 @@ class ReportConfig:
         betas: the attacker's betas of the adaptive sweeps (the paper's: BETA_SWEEP).
         beta_atk: beta of the standard loss of models with probes (the training beta, 2).
         aa_steps, aa_queries: AutoAttack's APGD/FAB steps and Square queries.
+        aa_components: ``None`` for the standard AutoAttack, or a subset of
+            :data:`~cifs_edu.attacks.AUTOATTACK_COMPONENTS` (the ``smoke`` preset leaves out FAB-T).
         batch_size: attack batch size. seed: seed of every random start.
         checks: which checks to run (subset of :data:`CHECKS`, run in that order).
         zero_tol: accuracy (%) above which the largest eps "did not reach zero".
@@ -168,6 +170,7 @@ class ReportConfig:
     beta_atk: Beta = 2.0
     aa_steps: int = 100
     aa_queries: int = 5000
+    aa_components: tuple[str, ...] | None = None
     batch_size: int = 500
     seed: int = 0
     checks: tuple[str, ...] = CHECKS
@@ -179,6 +182,13 @@ class ReportConfig:
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         problems: list[str] = []
+        if isinstance(self.aa_components, list):
+            set_("aa_components", tuple(self.aa_components))
+        if self.aa_components is not None:
+            comps = self.aa_components if isinstance(self.aa_components, tuple) else ()
+            if not comps or any(c not in AUTOATTACK_COMPONENTS for c in comps):
+                problems.append(f"aa_components must be None or a non-empty subset of {AUTOATTACK_COMPONENTS} "
+                                f"(got {self.aa_components!r})")
         for name in ("eps_multipliers", "steps", "betas", "checks"):
             v = getattr(self, name)
             if isinstance(v, (list, tuple)):
@@ -239,8 +249,8 @@ class ReportConfig:
     def from_profile(cls, profile: str | Profile | None = None, **overrides: Any) -> "ReportConfig":
         """The preset of a profile (``smoke``, ``laptop``, ``colab``, ``paper``), then ``overrides``.
 
-        - ``smoke``: 64 examples, ladder 5-10-20, 3 restarts, Square 100 queries, betas (0, 2, inf):
-          about half a minute per model on 2 CPU cores;
+        - ``smoke``: 64 examples, ladder 5-10-20, 2 restarts, Square 50 queries, betas (2, inf), AutoAttack
+          without FAB-T at 5 steps: about half a minute per model on 2 idle CPU cores;
         - ``laptop``: 200 examples, ladder 10-20-50-100, 3 restarts, Square 1,000 queries, all betas;
         - ``colab``: 1,000 examples, ladder 10-20-100-200, 5 restarts, Square 2,000 queries;
         - ``paper``: 1,000 examples, ladder 10-20-100-500, 5 restarts of PGD-100, Square 5,000
@@ -248,9 +258,10 @@ class ReportConfig:
         """
         prof = get_profile(profile)
         presets: dict[str, dict[str, Any]] = {
-            "smoke": dict(n=64, eps_multipliers=(1, 2, 4, 8), sweep_steps=10, steps=(5, 10, 20), restarts=3,
-                          restart_steps=10, apgd_steps=10, square_queries=100, transfer_steps=10, adaptive_steps=10,
-                          betas=(0, 2, "inf"), aa_steps=10, aa_queries=100, batch_size=256),
+            "smoke": dict(n=64, eps_multipliers=(1, 2, 4, 8), sweep_steps=5, steps=(5, 10, 20), restarts=2,
+                          restart_steps=5, apgd_steps=8, square_queries=50, transfer_steps=5, adaptive_steps=10,
+                          betas=(2, "inf"), aa_steps=5, aa_queries=50, aa_components=("apgd-ce", "apgd-t", "square"),
+                          batch_size=256),
             "laptop": dict(n=200, steps=(10, 20, 50, 100), restarts=3, restart_steps=20, apgd_steps=50,
                            square_queries=1000, transfer_steps=20, aa_steps=50, aa_queries=1000, batch_size=200),
             "colab": dict(n=1000, steps=(10, 20, 100, 200), restarts=5, restart_steps=50, apgd_steps=100,
@@ -956,9 +967,12 @@ def robustness_report(
         if num_classes < 3:
             skipped["autoattack"] = "AutoAttack's targeted attacks need at least 3 classes"
         else:
-            atk = AutoAttack(model, eps, version="standard", n_classes=num_classes, seed=seed, steps=config.aa_steps,
-                             n_queries=config.aa_queries)
-            runner.run("autoattack", "AutoAttack (standard)", "logits only", [("", atk)], eps)
+            comps = config.aa_components
+            version = dict(version="standard") if comps is None else dict(version="custom", attacks_to_run=comps)
+            atk = AutoAttack(model, eps, n_classes=num_classes, seed=seed, steps=config.aa_steps,
+                             n_queries=config.aa_queries, **version)
+            label = "AutoAttack (standard)" if comps is None else f"AutoAttack ({'+'.join(atk.components)})"
+            runner.run("autoattack", label, "logits only", [("", atk)], eps)
 
     runner.bar.close()
     return RobustnessReport(

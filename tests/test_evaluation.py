@@ -353,6 +353,10 @@ def test_frozen_masks_hold_the_mask_and_leave_the_model_unchanged():
         model(x[:2])  # a batch of another size cannot use these masks
     with pytest.raises(ConfigError):
         FrozenMask(PGD(model, EPS, random_start=True, restarts=2))
+    # at the clean input the frozen network is the real one: same loss gradient as the detached mask
+    y = torch.arange(5) % K
+    atk = PGD(model, EPS, loss="adaptive", beta_atk=2)
+    assert torch.allclose(FrozenMask(atk).input_gradient(x, y), atk.input_gradient(x, y), atol=1e-6)
 
 
 def test_adaptive_check_on_a_cifs_model():

@@ -139,12 +139,20 @@ class FrozenMask:
             return getattr(self.attack, name)
         raise AttributeError(name)
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    def _frozen(self, x: Tensor) -> contextlib.AbstractContextManager:
         masks, classes = clean_selections(self.model, x)
         masks = {p: masks[p] for p in self.positions}
         classes = {p: classes[p] for p in self.positions}
-        with frozen_masks(self.model, masks, classes):
+        return frozen_masks(self.model, masks, classes)
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        with self._frozen(x):
             return self.attack(x, y)
+
+    def input_gradient(self, x: Tensor, y: Tensor) -> Tensor:
+        """The wrapped attack's input gradient at ``x`` with the masks frozen at their values on ``x``."""
+        with self._frozen(x):
+            return self.attack.input_gradient(x, y)
 
     def __repr__(self) -> str:
         return f"FrozenMask({self.attack!r}, positions={self.positions})"
