@@ -356,7 +356,8 @@ def test_frozen_masks_hold_the_mask_and_leave_the_model_unchanged():
     # at the clean input the frozen network is the real one: same loss gradient as the detached mask
     y = torch.arange(5) % K
     atk = PGD(model, EPS, loss="adaptive", beta_atk=2)
-    assert torch.allclose(FrozenMask(atk).input_gradient(x, y), atk.input_gradient(x, y), atol=1e-6)
+    # (the clean masks come from the model, the attack runs on its BN-folded copy: float32 rounding only)
+    assert torch.allclose(FrozenMask(atk).input_gradient(x, y), atk.input_gradient(x, y), rtol=1e-4, atol=1e-5)
 
 
 def test_adaptive_check_on_a_cifs_model():
