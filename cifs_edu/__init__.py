@@ -17,6 +17,11 @@ Library map (each module is named after the paper's concept it implements):
 - :mod:`cifs_edu.synthetic` -- the embedded offline data set of the smoke profile;
 - :mod:`cifs_edu.attacks` -- FGSM, PGD, C&W, AutoAttack, the beta_atk sweep, robust accuracy;
 - :mod:`cifs_edu.analysis` -- channel-wise activations (Fig. 1), per-class and top-k accuracy;
+- :mod:`cifs_edu.training` -- PGD-AT, TRADES, FAT; :class:`TrainConfig`, :func:`load_or_train`;
+- :mod:`cifs_edu.checkpoint` -- atomic checkpoints, exact resume;
+- :mod:`cifs_edu.evaluation` -- :func:`robustness_report`: gradient-masking checks, best known attack;
+- :mod:`cifs_edu.experiments` -- the configs behind each paper table, ``reproduce``, GPU-hour estimates;
+- :mod:`cifs_edu.cli` -- ``python -m cifs_edu train | eval | reproduce | list``;
 - :mod:`cifs_edu.paper` -- the paper's tables, printed beside a run's numbers.
 """
 from __future__ import annotations
@@ -32,6 +37,8 @@ from .models import build_model, count_parameters, load_authors_state_dict, load
 from .outputs import ModelOutput
 from .profiles import PROFILES, ConfigError, Profile, get_profile
 from .runtime import Session, current, setup
+from .training import TrainConfig, TrainResult, load_model, load_or_train, train
+from .evaluation import RobustnessReport, compare_reports, robustness_report
 
 __all__ = [
     "__version__",
@@ -65,4 +72,12 @@ __all__ = [
     "class_counts",
     "DataSplits",
     "DataNotFoundError",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "load_or_train",
+    "load_model",
+    "robustness_report",
+    "RobustnessReport",
+    "compare_reports",
 ]
