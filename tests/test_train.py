@@ -268,3 +268,12 @@ def test_smoke_profile_adversarial_training_is_robust_standard_is_not(cifs_home)
     assert std["natural"] >= 80 and at["natural"] >= 70, runs
     assert at["pgd20"] >= std["pgd20"] + 15, runs
     assert at["pgd20"] >= 30, runs
+
+
+def test_equal_models_share_one_cache_key():
+    """Options equal to build_model's defaults do not change the config's key (one run folder per model)."""
+    base = TrainConfig.from_profile("smoke", defense="cifs")
+    for opts in ({"imgf": "softmax"}, {"k": 2}, {"positions": ["P2", "P1"]}, {"label_rule": "paper", "T": 1.0}):
+        assert TrainConfig.from_profile("smoke", defense="cifs", model_options=opts).key() == base.key(), opts
+    assert TrainConfig.from_profile("smoke", defense="cifs", model_options={"k": 3}).key() != base.key()
+    assert TrainConfig.from_profile("smoke", defense="cifs", model_options={"positions": ["P1"]}).key() != base.key()

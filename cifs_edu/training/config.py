@@ -72,6 +72,29 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _build_defaults() -> dict[str, Any]:
+    import inspect
+
+    from ..models import build_model
+
+    sig = inspect.signature(build_model)
+    return {n: p.default for n, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def _canonical_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """``model_options`` without entries equal to ``build_model``'s defaults (e.g. ``imgf="softmax"``,
+    ``k=2``, ``positions=["P1", "P2"]``), so that equal models share one cache key and one run folder."""
+    defaults = _build_defaults()
+    out = {}
+    for key, value in opts.items():
+        if key in defaults and defaults[key] is not None and value == defaults[key]:
+            continue
+        if key == "positions" and isinstance(value, (list, tuple)) and sorted(value) == ["P1", "P2"] and len(value) == 2:
+            continue
+        out[key] = value
+    return out
+
+
 def _last_cifs_channels(arch: str, width: int) -> int:
     """Channels C of the last CIFS position (P1) of ``build_model(arch, width=width)``."""
     return 64 * width if arch == "wrn28_10" else 8 * width
@@ -197,7 +220,7 @@ class TrainConfig:
         else:
             problems.append(f"eval_attacks must be a list of attack names (got {self.eval_attacks!r})")
         if isinstance(self.model_options, Mapping):
-            set_("model_options", _jsonable(dict(self.model_options)))
+            set_("model_options", _canonical_options(_jsonable(dict(self.model_options))))
         else:
             problems.append(f"model_options must be a dict (got {self.model_options!r})")
         try:
