@@ -18,6 +18,7 @@ Library map (each module is named after the paper's concept it implements):
 - :mod:`cifs_edu.attacks` -- FGSM, PGD, C&W, AutoAttack, the beta_atk sweep, robust accuracy;
 - :mod:`cifs_edu.analysis` -- channel-wise activations (Fig. 1), per-class and top-k accuracy;
 - :mod:`cifs_edu.training` -- PGD-AT, TRADES, FAT; :class:`TrainConfig`, :func:`load_or_train`;
+- :mod:`cifs_edu.zoo` -- the named models the chapters share (``zoo.load("cifs_at")``);
 - :mod:`cifs_edu.checkpoint` -- atomic checkpoints, exact resume;
 - :mod:`cifs_edu.evaluation` -- :func:`robustness_report`: gradient-masking checks, best known attack;
 - :mod:`cifs_edu.experiments` -- the configs behind each paper table, ``reproduce``, GPU-hour estimates;
@@ -39,6 +40,7 @@ from .profiles import PROFILES, ConfigError, Profile, get_profile
 from .runtime import Session, current, setup
 from .training import TrainConfig, TrainResult, load_model, load_or_train, train
 from .evaluation import RobustnessReport, compare_reports, robustness_report
+from . import zoo
 
 __all__ = [
     "__version__",
@@ -80,4 +82,5 @@ __all__ = [
     "robustness_report",
     "RobustnessReport",
     "compare_reports",
+    "zoo",
 ]
