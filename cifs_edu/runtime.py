@@ -18,7 +18,10 @@ import torch
 
 from .profiles import PROFILE_ENV, Profile, get_profile
 
-__all__ = ["Session", "setup", "current", "seed_everything", "pick_device"]
+__all__ = ["Session", "setup", "current", "seed_everything", "pick_device", "THREADS_ENV"]
+
+#: Environment variable that sets the number of CPU threads torch uses (see :func:`setup`).
+THREADS_ENV = "CIFS_THREADS"
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,36 @@ def apply_figure_style() -> None:
     )
 
 
-def setup(profile: str | None = None, seed: int = 0, *, device: str | None = None, quiet: bool = False) -> Session:
+def cpu_threads(profile: Profile, threads: int | None = None) -> int | None:
+    """How many CPU threads torch should use; ``None`` keeps torch's default.
+
+    Order: the ``threads`` argument, then ``CIFS_THREADS``, then the profile's default:
+    one thread for ``smoke``. Its width-8 models do so little work per operation that
+    splitting it over threads costs more than it saves (measured on the 2-core machines:
+    chapters ran 4-10x slower with torch's default 2 threads on a busy machine).
+    """
+    if threads is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        if env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise ValueError(f"{THREADS_ENV} must be a positive integer, got {env!r}") from None
+        elif profile.name == "smoke":
+            threads = 1
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+def setup(
+    profile: str | None = None,
+    seed: int = 0,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    quiet: bool = False,
+) -> Session:
     """Prepare a chapter or script and print what will produce its numbers.
 
     Args:
@@ -107,6 +139,8 @@ def setup(profile: str | None = None, seed: int = 0, *, device: str | None = Non
             ``CIFS_PROFILE`` environment variable, and falls back to ``"smoke"``.
         seed: seeds Python, NumPy and torch.
         device: force ``"cpu"`` or ``"cuda"``; ``None`` picks CUDA when the profile wants it and it exists.
+        threads: CPU threads for torch; ``None`` reads ``CIFS_THREADS``, else 1 for ``smoke``
+            (fastest for its tiny models) and torch's default otherwise (see :func:`cpu_threads`).
         quiet: skip the printed block.
 
     Returns:
@@ -116,6 +150,9 @@ def setup(profile: str | None = None, seed: int = 0, *, device: str | None = Non
     prof = get_profile(profile)
     seed_everything(seed)
     dev, hint = pick_device(prof, device)
+    n_threads = cpu_threads(prof, threads)
+    if n_threads is not None:
+        torch.set_num_threads(n_threads)
     if dev.type == "cpu":
         # Results on the CPU are bit-reproducible given the seed.
         torch.use_deterministic_algorithms(True, warn_only=True)

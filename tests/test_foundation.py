@@ -56,6 +56,26 @@ def test_setup_seeds_everything():
         cifs_edu.setup(seed=-1, quiet=True)
 
 
+def test_setup_thread_policy(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("CIFS_THREADS", raising=False)
+        cifs_edu.setup(profile="smoke", quiet=True)
+        assert torch.get_num_threads() == 1  # smoke: one thread is fastest for its tiny models
+        monkeypatch.setenv("CIFS_THREADS", "2")
+        cifs_edu.setup(profile="smoke", quiet=True)
+        assert torch.get_num_threads() == 2
+        cifs_edu.setup(profile="smoke", threads=1, quiet=True)  # the argument wins
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("CIFS_THREADS", "many")
+        with pytest.raises(ValueError, match="CIFS_THREADS"):
+            cifs_edu.setup(profile="smoke", quiet=True)
+        with pytest.raises(ValueError, match="positive"):
+            cifs_edu.setup(profile="smoke", threads=0, quiet=True)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_gpu_profile_without_gpu_gives_hint(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     s = cifs_edu.setup(profile="colab")
