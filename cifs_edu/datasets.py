@@ -278,14 +278,13 @@ def _split(
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data folder: ``root``, else ``$CIFS_DATA``, else ``~/.cache/cifs_edu/data``."""
+    """The data folder: ``root``, else :func:`cifs_edu.paths.data_dir` (``$CIFS_DATA``, else
+    ``$CIFS_HOME/data``, else ``~/.cache/cifs_edu/data``): the same folder training uses."""
     if root is not None:
         return Path(root).expanduser()
-    env = os.environ.get(DATA_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "cifs_edu" / "data"
+    from .paths import data_dir
+
+    return data_dir()
 
 
 def _not_found(name: str, root: Path, download: bool, cause: BaseException) -> DataNotFoundError:

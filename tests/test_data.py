@@ -135,7 +135,10 @@ def test_missing_folder_raises_clear_error(tmp_path):
 def test_data_root_follows_argument_then_environment(tmp_path, monkeypatch):
     monkeypatch.delenv(D.DATA_ENV, raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("CIFS_HOME", raising=False)
     assert D.data_root().parts[-2:] == ("cifs_edu", "data")
+    monkeypatch.setenv("CIFS_HOME", str(tmp_path / "home"))  # the same folder training uses
+    assert D.data_root() == tmp_path / "home" / "data"
     monkeypatch.setenv(D.DATA_ENV, str(tmp_path / "env"))
     assert D.data_root() == tmp_path / "env"
     assert D.data_root(tmp_path / "arg") == tmp_path / "arg"
