@@ -491,6 +491,7 @@ def reproduce(key: str, profile: str = "smoke", *, rows: list[str] | None = None
 
 
 def _flatten_paper(table: Table) -> dict[str, Any]:
+    from .losses import PAPER_LAYER_LABELS
     from .paper import paper_table
 
     rows = paper_table(table.paper_key)["rows"]
@@ -498,7 +499,7 @@ def _flatten_paper(table: Table) -> dict[str, Any]:
         flat = {}
         for model, per in rows.items():
             for b, cols in per.items():
-                label = {"inf-1": "inf-P1", "inf-2": "inf-P2"}.get(b, b)
+                label = PAPER_LAYER_LABELS.get(b, b)
                 flat[f"{model} beta_atk={label}"] = cols
         return flat
     if table.kind == "scalar":

@@ -8,8 +8,12 @@ r"""The adaptive loss :math:`\ell_\beta` (Eq. 3) used for training and for adapt
 ``p`` is the final prediction and ``p^i`` the raw prediction of the CIFS (or CAS)
 layer ``i``. ``beta`` may be any number in ``[0, inf)``, ``"inf"`` (probe terms
 only, averaged over layers) or ``"inf-P1"`` / ``"inf-P2"`` (a single layer's probe
-only). The paper's Table B.3 calls these "inf-1" and "inf-2"; we read "1" and "2" as
-the positions P1 (last block) and P2 (second-to-last), and accept both spellings.
+only). The paper's Table B.3 calls these "inf-1" and "inf-2", "the first (resp. second)
+CIFS-modified layer". We read this in forward order, as the authors' code lists its probe
+outputs (``[p_P2, p_P1]``): "inf-1" is P2 (second-to-last block) and "inf-2" is P1 (last
+block). The CAS row of Table B.3 supports this reading (attacking layer "1" alone is the
+strongest attack on CAS there, as attacking P2 alone is in our runs); the paper does not
+say it outright. Both spellings are accepted; see :data:`PAPER_LAYER_LABELS`.
 
 Scale conventions (``scale=``):
 
@@ -31,14 +35,17 @@ from torch import Tensor
 
 from .outputs import ModelOutput
 
-__all__ = ["Beta", "parse_beta", "loss_weights", "adaptive_loss", "cross_entropy", "BETA_SWEEP"]
+__all__ = ["Beta", "parse_beta", "loss_weights", "adaptive_loss", "cross_entropy", "BETA_SWEEP", "PAPER_LAYER_LABELS"]
 
 Beta = Union[float, int, str]
 
 #: The attacker's beta values of the paper's sweep (Sec. 4.1, Table B.3).
 BETA_SWEEP: tuple[Beta, ...] = (0, 0.1, 1, 2, 10, 100, "inf", "inf-P1", "inf-P2")
 
-_ALIASES = {"inf-1": "inf-P1", "inf-2": "inf-P2", "infinity": "inf", "∞": "inf"}
+#: The paper's single-layer beta labels (Table B.3) -> this library's (forward order: layer 1 = P2).
+PAPER_LAYER_LABELS: dict[str, str] = {"inf-1": "inf-P2", "inf-2": "inf-P1"}
+
+_ALIASES = {**PAPER_LAYER_LABELS, "infinity": "inf", "∞": "inf"}
 
 
 def parse_beta(beta: Beta) -> float | str:

@@ -261,7 +261,7 @@ def test_adaptive_beta_0_is_the_standard_attack_and_inf_p1_attacks_only_the_prob
     probe = PGD(P1Only(model), EPS, steps=5)(x, y)
     assert torch.equal(PGD(model, EPS, steps=5, loss="adaptive", beta_atk="inf-P1")(x, y), probe)
     cw_probe = CW(P1Only(model), EPS, steps=5)(x, y)
-    assert torch.equal(CW(model, EPS, steps=5, loss="adaptive", beta_atk="inf-1")(x, y), cw_probe)
+    assert torch.equal(CW(model, EPS, steps=5, loss="adaptive", beta_atk="inf-2")(x, y), cw_probe)
 
 
 def test_vanilla_model_adaptive_is_ce_and_infinite_beta_raises(model, batch):
@@ -387,7 +387,7 @@ def test_repr_shows_every_hyperparameter(model):
         "beta_atk=2, scale='paper', eval_mode=True, amp=False, model=SmallCNN[cifs])"
     )
     atk = PGD(
-        model, 8 / 255, alpha=2 / 255, steps=10, random_start=True, restarts=3, seed=1, loss="adaptive", beta_atk="inf-2"
+        model, 8 / 255, alpha=2 / 255, steps=10, random_start=True, restarts=3, seed=1, loss="adaptive", beta_atk="inf-1"
     )
     r = repr(atk)
     for part in ("alpha=2/255", "steps=10", "random_start=True", "restarts=3", "seed=1", "beta_atk='inf-P2'"):

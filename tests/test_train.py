@@ -202,7 +202,7 @@ def test_config_key_and_eval_fields():
     assert a.key() == tiny(eval_attacks=("fgsm",), eval_n=8).key()  # evaluation choices do not retrain
     assert TrainConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
     assert a.run_name.startswith("smoke-resnet18-none-pgd_at-")
-    assert tiny(defense="cifs", beta=2).beta == 2.0 and tiny(defense="cifs", beta="inf-1").beta == "inf-P1"
+    assert tiny(defense="cifs", beta=2).beta == 2.0 and tiny(defense="cifs", beta="inf-2").beta == "inf-P1"
     assert tiny().resolved_augment() == "crop_flip" and tiny(dataset="svhn").resolved_augment() == "none"
 
 
