@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from .profiles import PROFILES, ConfigError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "command_options"]
 
 
 def _value(text: str) -> Any:
@@ -99,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list the reproducible tables", description="List the tables `reproduce` knows.")
     return p
+
+
+def command_options(command: str) -> list[tuple[str, str]]:
+    """The options of one sub-command (``"train"``, ``"eval"``, ``"reproduce"``, ``"list"``) as
+    ``(flags, help)`` pairs, e.g. ``("--lr", "learning rate ...")``, in the order ``--help`` prints them.
+
+    Raises:
+        ValueError: unknown command (the message lists the known ones).
+    """
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if command not in subs.choices:
+        raise ValueError(f"unknown command {command!r}: choose one of {sorted(subs.choices)}")
+    return [(", ".join(a.option_strings), a.help or "") for a in subs.choices[command]._actions
+            if a.option_strings and a.dest != "help"]
 
 
 def _train(args) -> int:

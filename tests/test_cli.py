@@ -88,3 +88,13 @@ def test_errors_are_one_line_with_status_2(tmp_path, args, message):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_command_options_lists_train_flags_and_rejects_unknown_commands():
+    from cifs_edu.cli import command_options
+
+    flags = [f for f, _ in command_options("train")]
+    assert "--profile" in flags and "--defense" in flags and "-h, --help" not in flags
+    assert all(isinstance(h, str) for _, h in command_options("train"))
+    with pytest.raises(ValueError, match="unknown command 'fly'"):
+        command_options("fly")
