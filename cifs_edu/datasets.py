@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .paths import data_dir
 from .profiles import ConfigError
 
 __all__ = [
@@ -282,8 +283,6 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     ``$CIFS_HOME/data``, else ``~/.cache/cifs_edu/data``): the same folder training uses."""
     if root is not None:
         return Path(root).expanduser()
-    from .paths import data_dir
-
     return data_dir()
 
 

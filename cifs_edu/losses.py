@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .outputs import ModelOutput
 
-__all__ = ["Beta", "parse_beta", "loss_weights", "adaptive_loss", "cross_entropy", "BETA_SWEEP", "PAPER_LAYER_LABELS"]
+__all__ = ["Beta", "parse_beta", "loss_weights", "adaptive_loss", "cross_entropy", "BETA_SWEEP", "PAPER_LAYER_LABELS", "PAPER_LAYER_KEYS"]
 
 Beta = Union[float, int, str]
 
@@ -44,6 +44,8 @@ BETA_SWEEP: tuple[Beta, ...] = (0, 0.1, 1, 2, 10, 100, "inf", "inf-P1", "inf-P2"
 
 #: The paper's single-layer beta labels (Table B.3) -> this library's (forward order: layer 1 = P2).
 PAPER_LAYER_LABELS: dict[str, str] = {"inf-1": "inf-P2", "inf-2": "inf-P1"}
+#: The inverse: this library's single-layer labels -> the paper's (to look up Table B.3 numbers).
+PAPER_LAYER_KEYS: dict[str, str] = {ours: paper for paper, ours in PAPER_LAYER_LABELS.items()}
 
 _ALIASES = {**PAPER_LAYER_LABELS, "infinity": "inf", "∞": "inf"}
 

@@ -18,7 +18,7 @@ import torch
 
 from .profiles import PROFILE_ENV, Profile, get_profile
 
-__all__ = ["Session", "setup", "current", "seed_everything", "pick_device", "THREADS_ENV"]
+__all__ = ["Session", "setup", "current", "seed_everything", "pick_device", "cpu_threads", "THREADS_ENV"]
 
 #: Environment variable that sets the number of CPU threads torch uses (see :func:`setup`).
 THREADS_ENV = "CIFS_THREADS"
