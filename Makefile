@@ -6,8 +6,10 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.cifs_edu-installed
 TORCHATTACKS := torchattacks==3.5.1
+# processes that train the book's models ahead of the chapters (`python -m cifs_edu prepare`)
+JOBS    ?= 2
 
-.PHONY: env book test unit notebooks sync clean
+.PHONY: env models book test unit notebooks sync clean
 
 env: $(STAMP)
 
@@ -20,19 +22,24 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 	@echo "[env] ready: $(VENV)"
 
+# Train every model the chapters load (and their beta_atk sweeps), $(JOBS) processes at a time;
+# a no-op when they are cached. The chapters would train them one by one otherwise.
+models: env
+	$(PY) -m cifs_edu prepare --jobs $(JOBS)
+
 # Build the whole book, executing every chapter; warnings are errors.
-book: env
+book: models
 	$(VENV)/bin/jupyter-book build book/ -W -n --keep-going
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
-# Unit tests and every chapter under nbval.
-test: env
+# Unit tests and every chapter under nbval (after training the chapters' models in parallel).
+test: models
 	$(PY) -m pytest tests book --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
 
 unit: env
 	$(PY) -m pytest tests -p no:cacheprovider
 
-notebooks: env
+notebooks: models
 	$(PY) -m pytest book --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
 
 # Re-pair every chapter's .ipynb with its MyST source (keeps cell ids).

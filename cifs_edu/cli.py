@@ -1,4 +1,4 @@
-"""Command line: ``python -m cifs_edu {train, eval, reproduce, list}``.
+"""Command line: ``python -m cifs_edu {train, eval, reproduce, prepare, list}``.
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     python -m cifs_edu eval ~/.cache/cifs_edu/runs/smoke-resnet18-cifs-pgd_at-<key> --attack pgd20 --attack cw
     python -m cifs_edu eval RUN_DIR --attack sweep --n 200
     python -m cifs_edu reproduce table1 --profile smoke
+    python -m cifs_edu prepare --jobs 2        # train every model the book uses, two at a time
     python -m cifs_edu list
     torchrun --nproc_per_node=4 -m cifs_edu train --profile paper --defense cifs     # several GPUs
 
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.specs import ATTACK_HELP
 
     p = argparse.ArgumentParser(prog="python -m cifs_edu", description="Train, evaluate and reproduce CIFS (Yan et al., ICML 2021).")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,reproduce,list}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,reproduce,prepare,list}")
 
     t = sub.add_parser("train", help="train (or resume) one model", description="Train one model; resumes an interrupted run of the same configuration.")
     t.add_argument("--profile", choices=sorted(PROFILES), default=None, help="scale of the run (default: $CIFS_PROFILE or smoke)")
@@ -96,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="TrainConfig field for every row, e.g. --set epochs=2 (repeatable)")
     r.add_argument("--device", choices=["cpu", "cuda"], help="force a device")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    pr = sub.add_parser("prepare", help="train every model the book uses (and its sweeps), in parallel",
+                        description="Train (once) every model the book's chapters load, and run the beta_atk sweeps "
+                                    "they show, several processes at a time; the chapters then read the cache.")
+    pr.add_argument("--profile", choices=sorted(PROFILES), default=None, help="scale (default: $CIFS_PROFILE or smoke)")
+    pr.add_argument("--jobs", type=int, default=1, help="processes at a time (default 1; 2 on a 2-core machine)")
+    pr.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: the profile's; 1 for smoke)")
+    pr.add_argument("--plan", action="store_true", help="only list the models and sweeps, train nothing")
 
     sub.add_parser("list", help="list the reproducible tables", description="List the tables `reproduce` knows.")
     return p
@@ -201,6 +210,20 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _prepare(args) -> int:
+    from . import zoo
+    from .profiles import get_profile
+
+    profile = get_profile(args.profile)
+    if args.plan:
+        for item in zoo.book_plan(profile):
+            sweep = f"sweep on {item.sweep_n or 'all'} test images" if item.sweep else "no sweep"
+            print(f"{item.name:26s} {item.config.run_name}  ({sweep})")
+        return 0
+    zoo.prepare(profile, jobs=args.jobs, threads=args.threads)
+    return 0
+
+
 def _list(args) -> int:
     from .experiments import list_tables
 
@@ -221,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "eval": _eval, "reproduce": _reproduce, "list": _list}
+    handlers = {"train": _train, "eval": _eval, "reproduce": _reproduce, "prepare": _prepare, "list": _list}
     try:
         return handlers[args.command](args)
     except (ConfigError, DataNotFoundError, CheckpointError, FileNotFoundError) as e:

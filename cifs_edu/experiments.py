@@ -448,13 +448,15 @@ def reproduce(key: str, profile: str = "smoke", *, rows: list[str] | None = None
             run.update(_custom_eval(result.run_dir, "topk", _topk, result.model, cfg, dev, progress))
             continue
         if table.kind == "beta_sweep":
-            sw = evaluate_run(result.run_dir, attacks, which=table.which, sweep=True, device=device, progress=progress)
+            sw = evaluate_run(result.run_dir, attacks, which=table.which, sweep=True, n=prof.sweep_images,
+                              device=device, progress=progress)
             for a, col in zip(attacks, table.columns):
                 for b, v in sw["per_beta"].get(a, {}).items():
                     run.setdefault(f"{name} beta_atk={b}", {})[col] = v
             continue
-        ev = evaluate_run(result.run_dir, attacks, which=table.which, sweep=sweep and cfg.adaptive,
-                          device=device, progress=progress)
+        swept = sweep and cfg.adaptive
+        ev = evaluate_run(result.run_dir, attacks, which=table.which, sweep=swept,
+                          n=prof.sweep_images if swept else None, device=device, progress=progress)
         acc = ev["accuracy"]
         if table.kind == "autoattack":
             run.setdefault(cfg.arch, {})[name.split(":")[-1]] = acc["autoattack"]

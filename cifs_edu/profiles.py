@@ -49,6 +49,9 @@ class Profile:
         eps: l_inf budget of training and evaluation attacks (inputs in [0, 1]).
         train_steps, train_step_size: PGD used to make training examples.
         eval_n: test images used for attack evaluation; aa_n: images for AutoAttack.
+        sweep_n: test images of the chapters' beta_atk sweeps (nine attacks per model, so
+            the CPU profiles use fewer images than ``eval_n``); ``None`` = ``eval_n``. See
+            :attr:`sweep_images`.
         device: ``"cpu"``, ``"cuda"`` (expects a GPU, hints if missing) or ``"auto"``.
         eval_attacks: the final test-set suite of a training run (names as in
             :func:`cifs_edu.training.parse_attack`: natural, fgsm, pgd20, cw, pgd100, autoattack).
@@ -85,6 +88,7 @@ class Profile:
     eval_sweep: bool = False
     val_steps: int = 10
     cifs_mask_scale: str = "paper"
+    sweep_n: int | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -98,7 +102,7 @@ class Profile:
         for name in ("epochs", "batch_size", "width", "eval_batch_size", "eval_every", "val_steps"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0 (got {getattr(self, name)})")
-        for name in ("n_train", "n_test", "eval_n"):
+        for name in ("n_train", "n_test", "eval_n", "sweep_n"):
             v = getattr(self, name)
             if v is not None and v <= 0:
                 problems.append(f"{name} must be > 0 or None (got {v})")
@@ -124,6 +128,11 @@ class Profile:
     def is_synthetic(self) -> bool:
         """True when numbers come from the embedded synthetic data (never CIFAR-10 results)."""
         return self.dataset == "synthetic"
+
+    @property
+    def sweep_images(self) -> int | None:
+        """Test images for a beta_atk sweep: ``sweep_n``, else ``eval_n`` (``None`` = all)."""
+        return self.eval_n if self.sweep_n is None else self.sweep_n
 
     def summary(self) -> str:
         """One line for captions, e.g. ``"embedded synthetic data, NOT CIFAR-10; ResNet-18 width 8"``."""
@@ -177,6 +186,7 @@ PROFILES: dict[str, Profile] = {
         eval_every=2,
         val_steps=5,
         cifs_mask_scale="channels",
+        sweep_n=200,
     ),
     "laptop": Profile(
         name="laptop",
@@ -198,6 +208,7 @@ PROFILES: dict[str, Profile] = {
         aa_n=200,
         device="cpu",
         cifs_mask_scale="channels",
+        sweep_n=500,
     ),
     "colab": Profile(
         name="colab",

@@ -14,12 +14,15 @@ steps.
 """
 from __future__ import annotations
 
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from .profiles import ConfigError, Profile
+from .profiles import ConfigError, Profile, get_profile
 from .training import TrainConfig, TrainResult, load_or_train
 
-__all__ = ["RECIPES", "config", "load", "describe"]
+__all__ = ["RECIPES", "ABLATIONS", "SWEPT", "SWEEP_ATTACKS", "config", "load", "describe", "ablation",
+           "PlanItem", "book_plan", "prepare"]
 
 #: recipe name -> (TrainConfig overrides, one-line description)
 RECIPES: dict[str, tuple[dict[str, Any], str]] = {
@@ -79,3 +82,124 @@ def describe(name: str) -> str:
     if name not in RECIPES:
         raise ConfigError(f"unknown model recipe {name!r}: choose one of {sorted(RECIPES)}")
     return RECIPES[name][1]
+
+
+#: The single-field variants of ``cifs_at`` that the ablations chapter trains (Sec. 4.2, App. E):
+#: name -> overrides of :func:`config` (``model_options`` merge into the recipe's).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "beta = 0.1": {"beta": 0.1},
+    "P1 only": {"model_options": {"positions": ["P1"]}},
+    "linear-linear": {"model_options": {"probes": "linear"}},
+    "top-1": {"model_options": {"k": 1}},
+}
+
+#: Recipes whose beta_atk sweep the book runs (chapters 04 and 07), besides every ablation.
+SWEPT: tuple[str, ...] = ("cifs_at", "cifs_sigmoid", "cifs_softplus", "cas_at")
+
+#: The attacks of those sweeps (``evaluate_run(run_dir, SWEEP_ATTACKS, sweep=True, n=profile.sweep_images)``).
+SWEEP_ATTACKS: tuple[str, ...] = ("natural", "fgsm", "pgd20")
+
+
+def ablation(name: str, profile: str | Profile | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of ablation ``name`` (a key of :data:`ABLATIONS`) on ``profile``."""
+    if name not in ABLATIONS:
+        raise ConfigError(f"unknown ablation {name!r}: choose one of {sorted(ABLATIONS)}")
+    return config("cifs_at", profile, **{k: (dict(v) if isinstance(v, dict) else v) for k, v in ABLATIONS[name].items()})
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One model the book needs: its name, its run and, if the book sweeps it, the sweep's spec."""
+
+    name: str
+    config: TrainConfig
+    sweep_n: int | None = None
+    sweep: bool = False
+
+
+def book_plan(profile: str | Profile | None = None) -> list[PlanItem]:
+    """Every model the book's chapters train on ``profile``, with the beta_atk sweeps they run.
+
+    The chapters ask for exactly these runs (``zoo.load``, the ablations chapter's
+    variants) and sweeps (``evaluate_run(..., SWEEP_ATTACKS, sweep=True,
+    n=profile.sweep_images)``), so after :func:`prepare` they all come from the cache.
+    Swept models come first (they take longest).
+    """
+    prof = get_profile(_profile_name(profile)) if not isinstance(profile, Profile) else profile
+    items = [PlanItem(name, config(name, prof), prof.sweep_images, True) for name in SWEPT]
+    items += [PlanItem(f"ablation: {name}", ablation(name, prof), prof.sweep_images, True) for name in ABLATIONS]
+    items += [PlanItem(name, config(name, prof)) for name in RECIPES if name not in SWEPT]
+    return items
+
+
+def _prepare_one(item: PlanItem, threads: int | None) -> dict[str, Any]:
+    """Train (or load) one plan item and run its sweep; returns timings (runs in a worker process)."""
+    import torch
+
+    from .training import evaluate_run
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    result = load_or_train(item.config, progress=False)
+    t1 = time.perf_counter()
+    if item.sweep:
+        evaluate_run(result.run_dir, list(SWEEP_ATTACKS), sweep=True, n=item.sweep_n, progress=False)
+    return {"name": item.name, "run": result.config.run_name, "trained_epochs": result.trained_epochs,
+            "train_s": round(t1 - t0, 1), "sweep_s": round(time.perf_counter() - t1, 1)}
+
+
+def prepare(profile: str | Profile | None = None, jobs: int = 1, *, threads: int | None = None,
+            log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+    """Train every model of :func:`book_plan` and run its sweeps, ``jobs`` at a time.
+
+    The book's chapters then load everything from the cache. Runs and sweeps already in the
+    cache cost only a load. Each worker is a separate process using ``threads`` CPU threads
+    (default: the profile's policy, see :func:`cifs_edu.runtime.cpu_threads`: one for
+    ``smoke``; otherwise the cores divided by ``jobs``), so ``jobs=2`` keeps both cores of a
+    2-core machine busy. On a GPU profile all jobs share the one GPU: keep ``jobs=1`` there. Every run is seeded
+    by its configuration, so the weights do not depend on ``jobs`` or on the order.
+
+    Returns:
+        one dict per plan item: name, run folder name, epochs trained now, seconds spent
+        training (or loading) and sweeping.
+
+    Raises:
+        ConfigError: ``jobs`` < 1; any error of a run (data missing, bad checkpoint) is re-raised.
+    """
+    from .runtime import cpu_threads
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be an integer >= 1 (got {jobs!r})")
+    prof = get_profile(_profile_name(profile)) if not isinstance(profile, Profile) else profile
+    threads = cpu_threads(prof, threads)
+    if threads is None and jobs > 1:  # share the cores instead of oversubscribing them
+        import os
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+    plan = book_plan(prof)
+    say = log or (lambda _msg: None)
+    say(f"[prepare] {len(plan)} models of the book on profile {prof.name!r}, {jobs} at a time")
+    t0 = time.perf_counter()
+    done: list[dict[str, Any]] = []
+
+    def report(r: dict[str, Any]) -> None:
+        done.append(r)
+        what = f"trained {r['trained_epochs']} epochs" if r["trained_epochs"] else "from the cache"
+        say(f"[prepare] {len(done):2d}/{len(plan)} {r['name']:24s} {what}, {r['train_s']:.0f} s"
+            + (f" + sweep {r['sweep_s']:.0f} s" if r["sweep_s"] >= 0.5 else ""))
+
+    if jobs == 1:
+        for item in plan:
+            report(_prepare_one(item, threads))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_prepare_one, item, threads) for item in plan]
+            for f in as_completed(futures):
+                report(f.result())
+    say(f"[prepare] done in {time.perf_counter() - t0:.0f} s")
+    order = {item.name: i for i, item in enumerate(plan)}
+    return sorted(done, key=lambda r: order[r["name"]])

@@ -63,8 +63,12 @@ def test_list_and_help(capsys):
     train_help = parser._subparsers._group_actions[0].choices["train"].format_help()
     for flag in ("--profile", "--defense", "--method", "--epochs", "--no-resume", "--set"):
         assert flag in train_help
-    for action in parser._subparsers._group_actions[0].choices["train"]._actions:
-        assert action.help, action.dest  # every flag is documented
+    for command in ("train", "prepare"):
+        for action in parser._subparsers._group_actions[0].choices[command]._actions:
+            assert action.help, (command, action.dest)  # every flag is documented
+    assert main(["prepare", "--plan", "--profile", "smoke"]) == 0
+    plan = capsys.readouterr().out.splitlines()
+    assert len(plan) == 14 and sum("sweep on 200 test images" in line for line in plan) == 8
 
 
 def _run(*args, env_home):
@@ -80,6 +84,7 @@ def _run(*args, env_home):
         (["train", "--dataset", "folder:/no/such/folder", "--set", "n_train=8"], "folder"),
         (["eval", "/no/such/run"], "no checkpoint"),
         (["reproduce", "table99"], "unknown table"),
+        (["prepare", "--jobs", "0"], "jobs must be"),
     ],
 )
 def test_errors_are_one_line_with_status_2(tmp_path, args, message):

@@ -445,9 +445,20 @@ def test_synthetic_bad_configs_raise():
         S.SyntheticConfig(texture=-0.1)
     with pytest.raises(ConfigError):
         S.SyntheticConfig(radius=(5.0, 3.0))
+    with pytest.raises(ConfigError, match="edge must be > 0"):
+        S.SyntheticConfig(edge=0.0)
     with pytest.raises(ConfigError):
         S.make_split(10, 0, "val")
     with pytest.raises(ConfigError):
         S.make_split(10, 0, texture="sometimes")
     with pytest.raises(ConfigError):
         S.make_synthetic(-1, 10)
+
+
+def test_softer_edges_lower_the_steepest_step():
+    """``edge`` sets how steep the shape's border is (same draws otherwise)."""
+    y = torch.arange(10)
+    sharp = S.render(y, torch.Generator().manual_seed(3), S.SyntheticConfig(texture=0.0)).float()
+    soft = S.render(y, torch.Generator().manual_seed(3), S.SyntheticConfig(texture=0.0, edge=0.4)).float()
+    step = lambda x: (x[..., 1:] - x[..., :-1]).abs().amax(dim=(1, 2, 3))  # noqa: E731  per image
+    assert (step(soft) < 0.6 * step(sharp)).all() and (step(sharp) > 25).all()

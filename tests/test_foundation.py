@@ -104,11 +104,18 @@ def test_setup_applies_figure_style():
         ({"dataset": "imagenet"}, "dataset must be one of"),
         ({"device": "tpu"}, "device must be"),
         ({"n_train": 0}, "n_train must be > 0"),
+        ({"sweep_n": 0}, "sweep_n must be > 0"),
     ],
 )
 def test_profile_validation(change, message):
     with pytest.raises(ConfigError, match=message):
         get_profile("smoke").replace(**change)
+
+
+def test_sweep_images_defaults_to_eval_n():
+    assert get_profile("smoke").sweep_images == 200 < get_profile("smoke").eval_n
+    assert get_profile("paper").sweep_images is None  # the whole test set, like eval_n
+    assert get_profile("laptop").replace(sweep_n=None).sweep_images == get_profile("laptop").eval_n
 
 
 def test_profile_validation_reports_all_problems_at_once():
