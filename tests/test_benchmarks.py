@@ -77,11 +77,16 @@ def test_table_formats_and_targets():
          "steps": 20, "median_s": 0.5, "min_s": 0.5, "max_s": 0.5, "n": 1, "ratio": 0.5, "ratio_to": "torchattacks"},
         {"benchmark": "chapters", "case": "all chapters cold", "median_s": 700.0, "min_s": 700.0, "max_s": 700.0,
          "n": 1, "passed": True},
+        {"benchmark": "book", "case": "cold prepare --jobs 2", "median_s": 300.0, "min_s": 300.0, "max_s": 300.0,
+         "n": 1, "passed": True},
     ]
     t = targets(rows)
     assert t["cifs_train_step_ratio"]["value"] == 1.1 and t["cifs_train_step_ratio"]["met"] is False
     assert t["pgd20_ratio_vs_torchattacks"]["met"] is True
-    assert t["chapters_nbval_cold_s"]["met"] is False and t["book_build_cold_s"]["value"] is None
+    assert t["chapters_nbval_cold_s"]["met"] is False and t["book_build_cold_s"]["value"] is None  # no total row
+    t = targets(rows + [{"benchmark": "book", "case": "cold book build (total)", "median_s": 470.0, "min_s": 470.0,
+                         "max_s": 470.0, "n": 1, "passed": True}])
+    assert t["book_build_cold_s"]["value"] == 470.0 and t["book_build_cold_s"]["met"] is True
     md = format_table(rows, markdown=True).splitlines()
     assert md[0].startswith("| benchmark") and len(md) == 2 + len(rows) and all(line.endswith("|") for line in md)
     text = format_table(rows).splitlines()
