@@ -75,7 +75,7 @@ What the numbers say, honestly:
   the standard model more fragile (lower contrast, clutter, background fields, smaller
   shapes) slowed adversarial training even more.
 
-Second calibration round (2026-11-27; 41 runs of ``scripts/synthetic_calibration.py`` on the
+Second calibration round (2026-11-27; 45 runs of ``scripts/synthetic_calibration.py`` on the
 ``smoke`` recipe -- width 8, 4 epochs, PGD-3 AT -- raw results in
 ``benchmarks/results/synthetic_calibration_2026-11-27.jsonl``; PGD-20 accuracy on the 500 test
 images, one seed unless noted). Goal: a standard model near 0% while PGD-AT stays far above.
@@ -100,6 +100,10 @@ no augmentation, ``edge`` 1.0 (seeds 0, 1)      25.4, 22.6       55.2, 59.8
 no augmentation, ``edge`` 0.8 / 0.6 / 0.4       17.6 / 9.2 / 1.0 54.2 / 40.8 / 19.0
 grey background (``spread`` 0 / 0.02) and the    70.0 / 54.0      94.4 / 89.6
 texture as a class colour offset (``tile`` 1)
+no augmentation, contrast (0.6, 0.9), ``edge``   8.4 / 11.4       37.6 / 48.4
+0.5 / 0.6
+no augmentation, contrast (0.7, 1.0), edge 0.4  6.0              28.8
+contrast (0.6, 0.9), edge 0.5, augmented        7.6              15.4
 ==============================================  ===============  ===============
 
 What this round says: within 64 SGD steps the 4/255 texture is not learned, alone or beside the
