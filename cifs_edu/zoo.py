@@ -198,8 +198,13 @@ def prepare(profile: str | Profile | None = None, jobs: int = 1, *, threads: int
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
             futures = [pool.submit(_prepare_one, item, threads) for item in plan]
-            for f in as_completed(futures):
-                report(f.result())
+            try:
+                for f in as_completed(futures):
+                    report(f.result())
+            except BaseException:  # first error (or Ctrl-C): start nothing new, re-raise
+                for f in futures:
+                    f.cancel()
+                raise
     say(f"[prepare] done in {time.perf_counter() - t0:.0f} s")
     order = {item.name: i for i, item in enumerate(plan)}
     return sorted(done, key=lambda r: order[r["name"]])

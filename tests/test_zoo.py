@@ -71,3 +71,13 @@ def test_prepare_trains_each_run_once_and_matches_a_direct_training(cifs_home, t
         assert torch.equal(a, b), k
     with pytest.raises(ConfigError, match="jobs must be"):
         zoo.prepare(tiny, jobs=0, log=None)
+
+
+def test_prepare_reraises_a_workers_data_error(cifs_home, tmp_path):
+    """A missing data folder fails the whole prepare with the data error, not a pool traceback."""
+    from cifs_edu.datasets import DataNotFoundError
+    from cifs_edu.profiles import get_profile
+
+    missing = get_profile("smoke").replace(dataset=f"folder:{tmp_path / 'no_such_folder'}")
+    with pytest.raises((DataNotFoundError, ConfigError), match="no_such_folder"):
+        zoo.prepare(missing, jobs=2, log=None)
