@@ -104,7 +104,7 @@ def ablation(name: str, profile: str | Profile | None = None) -> TrainConfig:
     """The :class:`TrainConfig` of ablation ``name`` (a key of :data:`ABLATIONS`) on ``profile``."""
     if name not in ABLATIONS:
         raise ConfigError(f"unknown ablation {name!r}: choose one of {sorted(ABLATIONS)}")
-    return config("cifs_at", profile, **{k: (dict(v) if isinstance(v, dict) else v) for k, v in ABLATIONS[name].items()})
+    return config("cifs_at", profile, **ABLATIONS[name])  # config() merges model_options into a new dict
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def book_plan(profile: str | Profile | None = None) -> list[PlanItem]:
     n=profile.sweep_images)``), so after :func:`prepare` they all come from the cache.
     Swept models come first (they take longest).
     """
-    prof = get_profile(_profile_name(profile)) if not isinstance(profile, Profile) else profile
+    prof = get_profile(_profile_name(profile))
     items = [PlanItem(name, config(name, prof), prof.sweep_images, True) for name in SWEPT]
     items += [PlanItem(f"ablation: {name}", ablation(name, prof), prof.sweep_images, True) for name in ABLATIONS]
     items += [PlanItem(name, config(name, prof)) for name in RECIPES if name not in SWEPT]
@@ -171,7 +171,7 @@ def prepare(profile: str | Profile | None = None, jobs: int = 1, *, threads: int
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs must be an integer >= 1 (got {jobs!r})")
-    prof = get_profile(_profile_name(profile)) if not isinstance(profile, Profile) else profile
+    prof = get_profile(_profile_name(profile))
     threads = cpu_threads(prof, threads)
     if threads is None and jobs > 1:  # share the cores instead of oversubscribing them
         import os
