@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cifs_edu.profiles import ConfigError
-from cifs_edu.training import TrainConfig, load_model, load_or_train, read_history, train
+from cifs_edu.training import TrainConfig, evaluate_run, load_model, load_or_train, read_history, train
 from cifs_edu.training import loop as loop_module
 from cifs_edu.training.data import EpochPlan, augment_batch, derive_seed
 from cifs_edu.training.methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
@@ -254,6 +254,26 @@ def test_load_or_train_returns_the_cached_run(cifs_home, tmp_path, monkeypatch):
     assert more.trained_epochs == 0 and set(more.metrics["last"]) == {"natural", "fgsm"}
     assert more.metrics["last"]["natural"] == first.metrics["last"]["natural"]
     assert hist_file.stat().st_mtime_ns == stamp
+
+
+def test_evaluate_run_reads_the_final_evaluation_it_would_repeat(cifs_home, tmp_path, monkeypatch):
+    cfg = tiny(defense="cifs", epochs=2, eval_attacks=("natural", "fgsm", "pgd20"))
+    run = train(cfg, run_dir=tmp_path / "r", progress=False)
+    for which in ("last", "best"):
+        fresh = evaluate_run(tmp_path / "r", ["fgsm", "pgd20"], which=which, cache=False, progress=False)
+        assert fresh["accuracy"] == {a: run.metrics[which][a] for a in ("fgsm", "pgd20")}  # the claim it relies on
+
+    def no_eval(*a, **k):
+        raise AssertionError("evaluated again")
+
+    monkeypatch.setattr(loop_module, "evaluate_model", no_eval)
+    same = evaluate_run(tmp_path / "r", ["pgd20"], progress=False)
+    assert same["accuracy"] == {"pgd20": run.metrics["last"]["pgd20"]} and same["n"] == {"pgd20": 32}
+    assert json.loads((tmp_path / "r" / "eval" / same["path"].split("/")[-1]).read_text())["accuracy"] == same["accuracy"]
+    for other in (dict(n=16), dict(beta=0.5), dict(attacks=["cw"])):  # not the final evaluation: computed
+        kw = {"attacks": ["pgd20"], **other}
+        with pytest.raises(AssertionError, match="evaluated again"):
+            evaluate_run(tmp_path / "r", kw.pop("attacks"), progress=False, **kw)
 
 
 # ---------------------------------------------------------------------- the smoke profile

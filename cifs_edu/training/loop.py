@@ -506,12 +506,45 @@ def load_or_train(config: TrainConfig, *, run_dir: str | Path | None = None, pro
     return train(config, run_dir=run_dir, resume=True, progress=progress, device=device)
 
 
+def _from_final_eval(path: Path, which: str, model: nn.Module, config: TrainConfig, attacks: list[str], n: int | None,
+                     sweep: bool, beta: Any, dev: torch.device) -> dict[str, Any] | None:
+    """The requested evaluation taken from the run's ``results.json``, when it is the same computation.
+
+    The final test evaluation of :func:`train` runs each attack of ``eval_attacks`` with the same
+    seed, images, beta and batch size as :func:`evaluate_run` would; every attack is built and
+    run on its own, so a subset of them gives the same numbers (tested). ``None`` when anything
+    differs: another checkpoint epoch, ``n``, ``beta``, ``sweep``, device type or attack.
+    """
+    results = path.parent / RESULTS
+    if not results.is_file():
+        return None
+    try:
+        metrics = read_json(results)
+        details = (metrics.get("details") or {}).get(which)
+        epoch = metrics.get("epochs") if which == "last" else metrics.get("best_epoch")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if (not details or metrics.get("key") != config.key() or metrics.get("eval") != config.eval_dict()
+            or epoch != getattr(model, "checkpoint_epoch", None) or path.name != f"{which}.pt"
+            or n != config.eval_n or sweep != config.eval_sweep or beta != config.beta
+            or torch.device(str(metrics.get("device", "cpu"))).type != dev.type
+            or not all(a in details.get("accuracy", {}) for a in attacks)):
+        return None
+    return {"accuracy": {a: details["accuracy"][a] for a in attacks},
+            "n": {a: details["n"][a] for a in attacks},
+            "per_beta": {a: details["per_beta"][a] for a in attacks if a in details.get("per_beta", {})},
+            "attacks": {a: details["attacks"][a] for a in attacks}}
+
+
 def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last", n: int | None = None,
                  sweep: bool = False, beta: Any = None, device: Any = None, progress: bool = True,
                  cache: bool = True) -> dict[str, Any]:
     """Evaluate a saved run (folder or checkpoint) under ``attacks`` on its test split.
 
-    Results are cached as JSON under ``<run>/eval/`` (the run folder of the checkpoint).
+    Results are cached as JSON under ``<run>/eval/`` (the run folder of the checkpoint). An
+    evaluation identical to the run's final test evaluation (same checkpoint, attacks among
+    ``eval_attacks``, ``n == eval_n``, the training beta, same ``sweep``) is read from its
+    ``results.json`` instead of being computed again; ``cache=False`` always computes.
 
     Args:
         source: run folder or ``.pt`` file; which: ``"last"`` or ``"best"``.
@@ -533,6 +566,13 @@ def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last",
     out_path = path.parent / "eval" / f"{path.stem}-{tag}.json"
     if cache and out_path.is_file():
         return read_json(out_path)
+    if cache:
+        same = _from_final_eval(path, which, model, config, list(attacks), n, sweep, beta, dev)
+        if same is not None:
+            result = {"spec": spec, "run_name": config.run_name, "key": config.key(), **same, "path": str(out_path)}
+            if dist.is_main():
+                write_json(out_path, result)
+            return result
     data = load_tensors(config).to(dev)
     k = data.x_test.shape[0] if n is None else min(n, data.x_test.shape[0])
     ev = evaluate_model(model, data.x_test[:k], data.y_test[:k], attacks, eps=config.eps, adaptive=config.adaptive,
