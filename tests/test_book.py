@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -76,6 +77,8 @@ def test_toc_symlink_and_config():
     assert cfg["only_build_toc_files"] is True
     assert "**.ipynb" in cfg["exclude_patterns"]
     assert cfg["sphinx"]["config"]["nb_execution_raise_on_error"] is True
+    # chapters run in parallel ahead of Sphinx (cifs_edu.bookexec) into the cache that myst-nb reads
+    assert cfg["execute"]["execute_notebooks"] == "cache" and "cifs_edu.bookexec" in cfg["sphinx"]["extra_extensions"]
     assert (BOOK / cfg["bibtex_bibfiles"][0]).exists()
 
 
@@ -96,3 +99,68 @@ def test_plain_build_command_finds_toplevel_config(tmp_path):
     assert html.exists()
     page = (html.parent / "00_how_to_use.html").read_text()
     assert "colab.research.google.com/github/" in page and "book/00_how_to_use.ipynb" in page
+
+
+_MYST_HEADER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+
+
+def test_book_build_executes_chapters_in_parallel_into_the_cache(tmp_path):
+    """The build's extension runs the chapters N at a time; myst-nb then only reads them from the cache."""
+    jb = Path(sys.executable).parent / "jupyter-book"
+    if not jb.exists():
+        pytest.skip("jupyter-book is not installed in this environment")
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "intro.md").write_text("# Intro\n\nPlain text.\n")
+    for name, value in (("a", 6), ("b", 7)):
+        (book / f"{name}.md").write_text(_MYST_HEADER + f"\n# Chapter {name}\n\n```{{code-cell}} ipython3\n"
+                                         f"print('answer', {value} * 111)\n```\n")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: a\n  - file: b\n")
+    (book / "_config.yml").write_text(yaml.safe_dump({
+        "title": "t", "execute": {"execute_notebooks": "cache", "timeout": 60},
+        "sphinx": {"extra_extensions": ["cifs_edu.bookexec"]}}))
+    env = {**os.environ, "CIFS_BOOK_JOBS": "2", "CIFS_BOOK_PREPARE": "0"}
+    res = subprocess.run([str(jb), "build", str(book), "-W", "-n"], capture_output=True, text=True, timeout=600, env=env)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-3000:]
+    assert "[book] executing 2 chapters, 2 at a time" in log and log.count("Using cached notebook") == 2, log[-3000:]
+    assert "Executing notebook" not in log  # myst-nb executed nothing itself
+    html = book / "_build" / "html"
+    assert "answer 666" in (html / "a.html").read_text() and "answer 777" in (html / "b.html").read_text()
+
+
+def test_execute_notebooks_reports_a_failing_chapter(tmp_path):
+    import nbformat
+
+    from cifs_edu.bookexec import book_jobs, execute_notebooks
+
+    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 40 + 2\nprint(x)")])
+    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('chapter claim failed')")])
+    for nb in (good, bad):
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    out = execute_notebooks([("good", good, tmp_path / "good.ipynb"), ("bad", bad, tmp_path / "bad.ipynb")], 2,
+                            timeout=60, log=lambda m: None)
+    assert out["good"]["error"] is None and out["good"]["nb"].cells[0].outputs[0]["text"] == "42\n"
+    assert "chapter claim failed" in out["bad"]["error"]
+    assert book_jobs() >= 1
+
+
+def test_book_jobs_setting(monkeypatch):
+    from cifs_edu.bookexec import book_jobs
+
+    monkeypatch.setenv("CIFS_BOOK_JOBS", "3")
+    assert book_jobs() == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("CIFS_BOOK_JOBS", bad)
+        with pytest.raises(ValueError, match="CIFS_BOOK_JOBS must be an integer >= 1"):
+            book_jobs()
