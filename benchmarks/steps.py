@@ -13,6 +13,9 @@ engine has no separate step function: :func:`make_steps` repeats the loop body's
 Options that the engine does not have (yet) are flags here: ``channels_last`` on the CPU
 (the engine's ``"auto"`` uses it on CUDA only) and ``fast_attack`` (the attack phase on
 :func:`cifs_edu.attacks.fast.fast_copy`: BatchNorm folded, channels_last, frozen parameters).
+``graphs`` runs the attack as ``TrainConfig(cuda_graphs=True)`` does
+(:class:`cifs_edu.training.graphs.GraphedPGD`: captured on the first call, replayed after; eager
+on the CPU); the returned dict then also holds the ``"graphed"`` object.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def _config(defense: str, width: int, batch: int, steps: int, options: dict):
 
 def make_steps(name: str, width: int = 64, batch: int = 128, *, at_steps: int = 10, device: str | torch.device = "cpu",
                amp: torch.dtype | None = None, channels_last: bool = False, fast_attack: bool = False,
-               compile: bool = False, seed: int = 0) -> dict[str, Callable[[], None]]:
+               compile: bool = False, graphs: bool = False, seed: int = 0) -> dict[str, Callable[[], None]]:
     """``{"train": fn, "attack": fn, "at": fn}`` for ResNet-18 with defense ``name`` (a key of
     :data:`DEFENSES`) on a fixed random CIFAR-shaped batch; each ``fn()`` runs one step.
 
@@ -51,8 +54,11 @@ def make_steps(name: str, width: int = 64, batch: int = 128, *, at_steps: int = 
     gradient scaler), ``None`` for float32.
     """
     from cifs_edu.attacks.fast import fast_copy
+    from cifs_edu.training.graphs import GraphedPGD
     from cifs_edu.training.methods import TrainForward, batch_loss, pgd_examples
 
+    if graphs and fast_attack:
+        raise ValueError("graphs and fast_attack exclude each other (the fast copy is a new model at every step)")
     defense, options = DEFENSES[name]
     device = torch.device(device)
     cfg_at = _config(defense, width, batch, at_steps, options)
@@ -103,11 +109,19 @@ def make_steps(name: str, width: int = 64, batch: int = 128, *, at_steps: int = 
     def attack() -> None:
         pgd_examples(attack_model(), x, y, cfg_one, draw, autocast)
 
+    graphed = GraphedPGD(model, cfg_at, autocast) if graphs else None
+
     def at() -> None:
-        x_adv = pgd_examples(attack_model(), x, y, cfg_at, draw, autocast)
+        if graphed is not None:
+            x_adv = graphed(x, y, draw)
+        else:
+            x_adv = pgd_examples(attack_model(), x, y, cfg_at, draw, autocast)
         update(x_adv)
 
-    return {"train": train, "attack": attack, "at": at}
+    steps = {"train": train, "attack": attack, "at": at}
+    if graphed is not None:
+        steps["graphed"] = graphed
+    return steps
 
 
 def run(widths=(64, 8), batch: int = 128, defenses=("vanilla", "cas", "cifs", "cifs_autograd"),

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--k", type=int, help="CIFS top-k (default 2)")
     t.add_argument("--positions", help="CIFS/CAS positions, comma-separated (P1 = last block, P2 = second-to-last)")
     t.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help="mixed precision on CUDA (default auto)")
+    t.add_argument("--cuda-graphs", action="store_true", help="pgd_at on one GPU: replay the training attack from a CUDA graph "
+                   "(same examples; about 3.5-4x faster AT steps at batch 128 on an H200)")
     t.add_argument("--eval-attacks", help=f"comma-separated final test attacks ({ATTACK_HELP})")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="any TrainConfig field, e.g. --set lr=0.05 --set milestones=[3,4] (repeatable)")
     t.add_argument("--option", action="append", metavar="KEY=VALUE", help="any build_model option, e.g. --option probes=linear (repeatable)")
@@ -135,6 +137,8 @@ def _train(args) -> int:
             over[name] = v
     if args.n_train is not None:
         over["n_train"] = args.n_train
+    if args.cuda_graphs:
+        over["cuda_graphs"] = True
     if args.beta is not None:
         over["beta"] = _value(args.beta)
     if args.eval_attacks:

@@ -85,6 +85,7 @@ def _run(*args, env_home):
         (["eval", "/no/such/run"], "no checkpoint"),
         (["reproduce", "table99"], "unknown table"),
         (["prepare", "--jobs", "0"], "jobs must be"),
+        (["train", "--cuda-graphs", "--method", "trades"], "cuda_graphs=True is not possible"),
     ],
 )
 def test_errors_are_one_line_with_status_2(tmp_path, args, message):

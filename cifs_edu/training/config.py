@@ -37,7 +37,7 @@ from ..losses import parse_beta
 from ..profiles import ConfigError, Profile, get_profile
 from .specs import parse_attack
 
-__all__ = ["TrainConfig", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "AMP_MODES", "AUGMENTS"]
+__all__ = ["TrainConfig", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "RUNTIME_FIELDS", "AMP_MODES", "AUGMENTS"]
 
 #: Bump when a change of the trainer makes old runs incomparable (part of every key).
 CACHE_VERSION = 1
@@ -51,6 +51,11 @@ _DATASETS = ("synthetic", "cifar10", "svhn", "fmnist")
 
 #: Fields that only choose the final test-set evaluation (not part of :meth:`TrainConfig.key`).
 EVAL_FIELDS = ("eval_attacks", "eval_sweep", "eval_n", "eval_best", "eval_batch_size", "aa_n")
+
+#: Fields that only choose how the same computation is executed (not part of :meth:`TrainConfig.key`,
+#: ignored when a checkpoint's config is compared with the requested one, so a run may be resumed
+#: with or without them).
+RUNTIME_FIELDS = ("cuda_graphs",)
 
 #: Profile fields copied by :meth:`TrainConfig.from_profile`.
 _FROM_PROFILE = (
@@ -157,6 +162,16 @@ class TrainConfig:
         gradient scaler; float32 on the CPU), ``"off"``, ``"bf16"``, ``"fp16"``;
         channels_last: ``"auto"`` (= on: faster on CUDA and, for these ResNets, on CPUs too),
         ``"on"``, ``"off"``; compile: ``torch.compile`` the training forward (CUDA).
+        cuda_graphs: replay the ``pgd_at`` training attack from a CUDA graph
+            (:class:`~cifs_edu.training.graphs.GraphedPGD`): the attack of every full batch is
+            captured once (PGD-k in eval mode with the same eps, step, random-start noise, loss
+            and autocast) and replayed with one launch, which removes most of the kernel-launch
+            latency that bounds small-batch AT on a fast GPU. The last, smaller batch of an
+            epoch runs the eager attack. Results equal the eager path up to the float rounding
+            of kernel choice (the random stream is unchanged), so this is a *runtime* field
+            (:data:`RUNTIME_FIELDS`): not part of :meth:`key`, and a run may be resumed with it
+            on or off. CUDA only, ``method="pgd_at"`` only, single process only (``train``
+            refuses it under ``torchrun``); invalid combinations raise :class:`ConfigError`.
     """
 
     profile: str = "smoke"
@@ -199,6 +214,7 @@ class TrainConfig:
     amp: str = "auto"
     channels_last: str = "auto"
     compile: bool = False
+    cuda_graphs: bool = False
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self) -> None:
@@ -288,7 +304,7 @@ class TrainConfig:
             p.append(f"amp must be one of {AMP_MODES} (got {self.amp!r})")
         if self.channels_last not in ("auto", "on", "off"):
             p.append(f"channels_last must be 'auto', 'on' or 'off' (got {self.channels_last!r})")
-        for name in ("random_start", "eval_sweep", "eval_best", "compile"):
+        for name in ("random_start", "eval_sweep", "eval_best", "compile", "cuda_graphs"):
             if not isinstance(getattr(self, name), bool):
                 p.append(f"{name} must be True or False (got {getattr(self, name)!r})")
         if self.method in ("pgd_at", "trades", "fat"):
@@ -298,12 +314,25 @@ class TrainConfig:
                 p.append(f"method {self.method!r} needs eps > 0 (use method='standard' for natural training)")
             elif self.train_step_size == 0:
                 p.append(f"method {self.method!r} needs train_step_size > 0")
+        if self.cuda_graphs is True:
+            p += self._graph_problems()
         if self.defense == "none" and isinstance(self.beta, str):
             p.append(f"beta={self.beta!r} trains only probe outputs, but defense='none' has none")
         if self.defense in _DEFENSES and self.arch in _ARCHS and _is_int(self.width) and self.width > 0 \
                 and isinstance(self.model_options, dict) and isinstance(self.dataset, str):
             p += self._model_problems()
         return p
+
+    def _graph_problems(self) -> list[str]:
+        """Why ``cuda_graphs=True`` cannot be used here (one sentence; empty when it can)."""
+        import torch
+
+        why = []
+        if self.method != "pgd_at":
+            why.append(f"it replays the pgd_at training attack only (method={self.method!r})")
+        if not torch.cuda.is_available():
+            why.append("it needs a CUDA device (torch.cuda.is_available() is False here)")
+        return [f"cuda_graphs=True is not possible: {' and '.join(why)}"] if why else []
 
     def _model_problems(self) -> list[str]:
         """Delegate the model options to :func:`cifs_edu.models.build_model` (built on the meta device)."""
@@ -364,8 +393,8 @@ class TrainConfig:
         return cls(**data)
 
     def training_dict(self) -> dict[str, Any]:
-        """The fields that decide the weights (everything but :data:`EVAL_FIELDS`)."""
-        return {k: v for k, v in self.to_dict().items() if k not in EVAL_FIELDS}
+        """The fields that decide the weights (everything but :data:`EVAL_FIELDS` and :data:`RUNTIME_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in EVAL_FIELDS and k not in RUNTIME_FIELDS}
 
     def eval_dict(self) -> dict[str, Any]:
         """The final-evaluation fields."""
@@ -390,8 +419,9 @@ class TrainConfig:
         """``{field: (self's value, other's value)}`` for the fields that differ."""
         mine = self.training_dict() if training_only else self.to_dict()
         theirs = other.to_dict() if isinstance(other, TrainConfig) else _jsonable(dict(other))
-        keys = [k for k in mine if not (training_only and k in EVAL_FIELDS)]
-        keys += [k for k in theirs if k not in mine and not (training_only and k in EVAL_FIELDS)]
+        skip = EVAL_FIELDS + RUNTIME_FIELDS if training_only else ()
+        keys = [k for k in mine if k not in skip]
+        keys += [k for k in theirs if k not in mine and k not in skip]
         return {k: (mine.get(k), theirs.get(k)) for k in keys if mine.get(k) != theirs.get(k)}
 
     # ------------------------------------------------------------------ derived values

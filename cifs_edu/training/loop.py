@@ -13,7 +13,9 @@ torch RNG is reseeded with ``(seed, e)`` at the start of each epoch. On the CPU,
 
 Speed: no host synchronisation inside an epoch (loss and accuracy accumulate on the
 device); channels-last memory format; on CUDA, automatic mixed precision (bfloat16, or
-float16 with a gradient scaler); the training set lives on the device.
+float16 with a gradient scaler); the training set lives on the device; optionally
+(``cuda_graphs=True``, ``pgd_at`` on one GPU) the training attack of every full batch is
+replayed from a CUDA graph (:mod:`cifs_edu.training.graphs`).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from ..checkpoint import (
 )
 from ..paths import runs_dir
 from ..profiles import PROFILES, ConfigError
-from .config import TrainConfig
+from .config import RUNTIME_FIELDS, TrainConfig
 from .data import EpochPlan, TensorSplits, augment_batch, derive_seed, load_tensors
 from .evaluate import accuracy_counts, evaluate_model
 from .methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
@@ -251,6 +253,11 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
         raise ConfigError(f"batch_size {config.batch_size} is too small for {info.world_size} processes")
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(config)
     dev = _resolve_device(config, device)
+    if config.cuda_graphs:  # the config checked the method and CUDA; the device and torchrun are known only here
+        if dev.type != "cuda":
+            raise ConfigError(f"cuda_graphs=True needs a CUDA device, but this run would train on {dev}")
+        if info.active:
+            raise ConfigError("cuda_graphs=True is not supported with distributed training (torchrun)")
     cl = _channels_last(config, dev)
     amp_dtype = _amp_dtype(config, dev)
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
@@ -301,6 +308,12 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
         elapsed = float(payload.get("train_time_s", 0.0))
     del payload
 
+    graphed = None
+    if config.cuda_graphs:
+        from .graphs import GraphedPGD
+
+        graphed = GraphedPGD(model, config, autocast)  # captured on the first full batch, replayed after
+
     forward: nn.Module = TrainForward(model)
     if config.compile:
         forward = torch.compile(forward)
@@ -340,7 +353,10 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
             y = data.y_train[idx_dev]
             draw = noise.drawer((b,) + tuple(x.shape[1:]), part, mf)
             if config.method == "pgd_at":
-                x_adv = pgd_examples(model, x, y, config, draw, autocast)
+                if graphed is not None:  # same examples, one graph launch; other batch shapes run eagerly
+                    x_adv = graphed(x, y, draw)
+                else:
+                    x_adv = pgd_examples(model, x, y, config, draw, autocast)
             elif config.method == "fat":
                 x_adv = fat_examples(model, x, y, config, draw, tau, autocast)
             elif config.method == "trades":
@@ -463,8 +479,8 @@ def load_model(source: str | Path, which: str = "last", *, device: Any = None) -
     """
     path = _checkpoint_path(source, which)
     payload = load_checkpoint(path)
-    try:
-        config = TrainConfig.from_dict(payload["config"])
+    try:  # runtime fields (cuda_graphs) say how it was trained, not what: off for a loaded model (CPU-safe)
+        config = TrainConfig.from_dict({k: v for k, v in payload["config"].items() if k not in RUNTIME_FIELDS})
     except ConfigError as e:
         raise CheckpointError(f"{path}: its configuration is not valid here ({e})") from None
     data_info = payload.get("data") or dict(zip(("in_channels", "num_classes"), config.data_shape()))
