@@ -6,8 +6,11 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.cifs_edu-installed
 TORCHATTACKS := torchattacks==3.5.1
-# processes that train the book's models ahead of the chapters (`python -m cifs_edu prepare`)
+# processes that train the book's models ahead of the chapters (`python -m cifs_edu prepare`),
+# pytest-xdist workers of `make test` (one test module or one chapter per worker at a time)
+# and chapter kernels of `make book` (CIFS_BOOK_JOBS)
 JOBS    ?= 2
+XDIST   := -n $(JOBS) --dist loadscope
 
 .PHONY: env models book test unit notebooks sync clean
 
@@ -29,18 +32,18 @@ models: env
 
 # Build the whole book, executing every chapter; warnings are errors.
 book: models
-	$(VENV)/bin/jupyter-book build book/ -W -n --keep-going
+	CIFS_BOOK_JOBS=$(JOBS) $(VENV)/bin/jupyter-book build book/ -W -n --keep-going
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
 # Unit tests and every chapter under nbval (after training the chapters' models in parallel).
 test: models
-	$(PY) -m pytest tests book --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
+	$(PY) -m pytest $(XDIST) tests book --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
 
 unit: env
-	$(PY) -m pytest tests -p no:cacheprovider
+	$(PY) -m pytest $(XDIST) tests -p no:cacheprovider
 
 notebooks: models
-	$(PY) -m pytest book --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
+	$(PY) -m pytest $(XDIST) book --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
 
 # Re-pair every chapter's .ipynb with its MyST source (keeps cell ids).
 sync: env

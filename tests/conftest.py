@@ -26,3 +26,10 @@ def cifs_home(tmp_path, monkeypatch):
 needs_cifar_sample = pytest.mark.skipif(
     not CIFAR_SAMPLE.is_dir(), reason="../shared/data/cifar10-sample is not present (fresh clone)"
 )
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N: N processes share the cores; one torch thread each avoids oversubscription
+    import torch
+
+    torch.set_num_threads(1)
