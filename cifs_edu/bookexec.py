@@ -19,6 +19,9 @@ Settings (environment variables, read when the build starts):
 
 - ``CIFS_BOOK_JOBS``: processes for training and kernels for the chapters
   (default: 2, or 1 on a one-core machine); ``1`` still pre-executes, one chapter at a time.
+- ``CIFS_BOOK_CHAPTER_TIMEOUT``: seconds after which a chapter run counts as stuck and is
+  restarted once in a fresh kernel (default 180 in ``smoke``, none otherwise; see
+  :func:`chapter_limit`).
 - ``CIFS_BOOK_PREPARE=0``: skip step 1 (the chapters then train what they need themselves).
 - ``CIFS_BOOK_EXECUTE=0``: skip both steps and leave execution to myst-nb (one chapter at a
   time, through the cache), e.g. to debug a chapter with myst-nb's own messages.
@@ -28,17 +31,20 @@ of notebook files.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["setup", "execute_notebooks", "book_jobs", "JOBS_ENV", "EXECUTE_ENV", "PREPARE_ENV"]
+__all__ = ["setup", "execute_notebooks", "book_jobs", "chapter_limit", "JOBS_ENV", "EXECUTE_ENV", "PREPARE_ENV",
+           "CHAPTER_TIMEOUT_ENV"]
 
 JOBS_ENV = "CIFS_BOOK_JOBS"
 EXECUTE_ENV = "CIFS_BOOK_EXECUTE"
 PREPARE_ENV = "CIFS_BOOK_PREPARE"
+CHAPTER_TIMEOUT_ENV = "CIFS_BOOK_CHAPTER_TIMEOUT"
 
 
 def book_jobs() -> int:
@@ -56,52 +62,125 @@ def book_jobs() -> int:
 
 
 def _execute_one(nb_json: str, cwd: str, timeout: int | None, allow_errors: bool) -> dict[str, Any]:
-    """Execute one notebook (nbformat JSON) in a fresh kernel; runs in a worker process."""
+    """Execute one notebook (nbformat JSON) in a fresh kernel; never raises (errors are returned)."""
     import nbformat
     from jupyter_cache.executors.utils import single_nb_execution
 
-    nb = nbformat.reads(nb_json, as_version=4)
     t0 = time.perf_counter()
-    result = single_nb_execution(nb, cwd=cwd, timeout=timeout, allow_errors=allow_errors, meta_override=True)
-    error = None
-    if result.err is not None:
-        error = result.exc_string or "".join(traceback.format_exception(result.err))
+    nb = nbformat.reads(nb_json, as_version=4)
+    try:
+        result = single_nb_execution(nb, cwd=cwd, timeout=timeout, allow_errors=allow_errors, meta_override=True)
+        error = None
+        if result.err is not None:
+            error = result.exc_string or "".join(traceback.format_exception(result.err))
+    except Exception:  # e.g. DeadKernelError: reported like a failing cell
+        error = traceback.format_exc()
     return {"nb": nbformat.writes(nb), "seconds": time.perf_counter() - t0, "error": error}
 
 
+def _worker(nb_json: str, cwd: str, timeout: int | None, allow_errors: bool, conn) -> None:
+    """Process entry: a new session, so that a stuck chapter is killed together with its kernel."""
+    os.setsid()
+    os.environ["CIFS_BOOK_BUILD"] = "1"  # kernels inherit it: cifs_edu.plots.interact draws no live widgets
+    conn.send(_execute_one(nb_json, cwd, timeout, allow_errors))
+    conn.close()
+
+
+def chapter_limit() -> float | None:
+    """Wall-clock limit of one chapter run (``CIFS_BOOK_CHAPTER_TIMEOUT`` seconds; 0 = none).
+
+    Default: 180 s in the ``smoke`` profile, whose chapters take at most about a minute (a chapter over
+    it is stuck: e.g. a kernel that stops answering, which ipykernel 7 does now and then), and no
+    limit otherwise (the per-cell ``timeout`` of ``_config.yml`` still applies).
+    """
+    raw = os.environ.get(CHAPTER_TIMEOUT_ENV, "").strip()
+    if not raw:
+        from .profiles import get_profile
+
+        return 180.0 if get_profile(None).name == "smoke" else None
+    try:
+        limit = float(raw)
+    except ValueError:
+        limit = -1.0
+    if limit < 0:
+        raise ValueError(f"{CHAPTER_TIMEOUT_ENV} must be a number of seconds >= 0, got {raw!r}")
+    return limit or None
+
+
 def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, timeout: int | None = None,
-                      allow_errors: bool = False, log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """Execute notebooks ``jobs`` at a time, each in its own kernel (working directory: its folder).
+                      allow_errors: bool = False, limit: float | None = None, retries: int = 1,
+                      log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Execute notebooks ``jobs`` at a time, each in its own process and kernel (working directory: its folder).
 
     Args:
-        notebooks: ``(name, notebook node, source path)`` triples; the longest-known chapters
-            should come first (they are started in this order).
+        notebooks: ``(name, notebook node, source path)`` triples, started in this order (put the
+            longest first).
         jobs: kernels at once; timeout: seconds per cell (``None``: no limit).
+        limit: wall seconds per notebook run (``None``: none). A run over it is killed with its
+            kernel and started again in a fresh one, up to ``retries`` times, then reported as failed.
 
     Returns:
-        ``{name: {"nb": executed notebook node, "seconds": float, "error": traceback or None}}``;
-        after the first error nothing new is started (the running ones finish).
+        ``{name: {"nb": executed notebook node, "seconds": float, "error": traceback or None,
+        "attempts": int}}``; after the first failure nothing new is started (running ones finish).
     """
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import signal
 
     import nbformat
 
+    ctx = mp.get_context("spawn")
     out: dict[str, dict[str, Any]] = {}
-    if not notebooks:
-        return out
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_execute_one, nbformat.writes(nb), str(path.parent), timeout, allow_errors): name
-                   for name, nb, path in notebooks}
-        for fut in as_completed(futures):
-            name = futures[fut]
-            r = fut.result()
-            r["nb"] = nbformat.reads(r["nb"], as_version=4)
-            out[name] = r
-            log(f"[book] executed {name} in {r['seconds']:.1f} s" + (" (FAILED)" if r["error"] else ""))
-            if r["error"]:
-                for f in futures:
-                    f.cancel()
+    queue = [(name, nbformat.writes(nb), str(path.parent), 1) for name, nb, path in notebooks]
+    running: list[dict[str, Any]] = []
+    failed = False
+    while queue or running:
+        while queue and not failed and len(running) < max(1, jobs):
+            name, nb_json, cwd, attempt = queue.pop(0)
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(nb_json, cwd, timeout, allow_errors, send), name=f"book-{name}")
+            proc.start()
+            send.close()
+            running.append({"name": name, "nb": nb_json, "cwd": cwd, "attempt": attempt, "proc": proc,
+                            "conn": recv, "t0": time.perf_counter()})
+        if failed:
+            queue.clear()
+        time.sleep(0.1)
+        for job in list(running):
+            name, proc, elapsed = job["name"], job["proc"], time.perf_counter() - job["t0"]
+            result = None
+            if job["conn"].poll():
+                try:
+                    result = job["conn"].recv()
+                except EOFError:  # the process ended without an answer
+                    proc.join(timeout=5)
+                    result = {"nb": job["nb"], "seconds": elapsed, "error": f"the process running {name} died "
+                              f"(exit code {proc.exitcode})"}
+            elif not proc.is_alive():
+                result = {"nb": job["nb"], "seconds": elapsed, "error": f"the process running {name} died "
+                          f"(exit code {proc.exitcode})"}
+            elif limit is not None and elapsed > limit:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the worker and its kernel
+                if job["attempt"] <= retries:
+                    log(f"[book] {name} still running after {elapsed:.0f} s (limit {limit:.0f} s): killed, "
+                        f"starting it again in a fresh kernel")
+                    queue.insert(0, (name, job["nb"], job["cwd"], job["attempt"] + 1))
+                else:
+                    result = {"nb": job["nb"], "seconds": elapsed, "error": f"{name} did not finish within "
+                              f"{limit:.0f} s in {job['attempt']} attempts"}
+            else:
+                continue
+            running.remove(job)
+            proc.join(timeout=5)
+            job["conn"].close()
+            if result is None:
+                continue
+            result["nb"] = nbformat.reads(result["nb"], as_version=4)
+            result["attempts"] = job["attempt"]
+            out[name] = result
+            log(f"[book] executed {name} in {result['seconds']:.1f} s" + (" (FAILED)" if result["error"] else "")
+                + (f" (attempt {job['attempt']})" if job["attempt"] > 1 else ""))
+            failed = failed or result["error"] is not None
     return out
 
 
@@ -142,10 +221,11 @@ def _before_read(app, env, docnames: list[str]) -> None:
     todo.sort(key=lambda t: (order.get(Path(t[0]).name, -1), t[0]))
     say(f"[book] executing {len(todo)} chapters, {jobs} at a time")
     results = execute_notebooks(todo, jobs, timeout=nb_config.execution_timeout,
-                                allow_errors=nb_config.execution_allow_errors, log=say)
-    failed = [name for name, r in results.items() if r["error"]]
+                                allow_errors=nb_config.execution_allow_errors, limit=chapter_limit(), log=say)
+    failed = [name for name, r in results.items() if r["error"]] + [doc for doc, _, _ in todo if doc not in results]
     if failed:
-        raise ExtensionError(f"chapter {failed[0]} failed while executing:\n{results[failed[0]]['error']}")
+        raise ExtensionError(f"chapter {failed[0]} failed while executing:\n"
+                             f"{results.get(failed[0], {}).get('error', 'not run')}")
     cache = get_cache(nb_config.execution_cache_path or ".jupyter_cache")
     for doc, _nb, path in todo:
         r = results[doc]

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,21 @@ def test_execute_notebooks_reports_a_failing_chapter(tmp_path):
     assert book_jobs() >= 1
 
 
+def test_a_stuck_chapter_is_killed_and_restarted_once(tmp_path):
+    import nbformat
+
+    from cifs_edu.bookexec import execute_notebooks
+
+    slow = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(60)")])
+    slow.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    lines = []
+    t0 = time.perf_counter()
+    out = execute_notebooks([("slow", slow, tmp_path / "slow.ipynb")], 1, timeout=120, limit=6, retries=1, log=lines.append)
+    assert time.perf_counter() - t0 < 40  # two attempts of about 6 s, not the 60 s the cell wants
+    assert out["slow"]["attempts"] == 2 and "did not finish within 6 s in 2 attempts" in out["slow"]["error"]
+    assert any("killed, starting it again in a fresh kernel" in line for line in lines)
+
+
 def test_book_jobs_setting(monkeypatch):
     from cifs_edu.bookexec import book_jobs
 
@@ -164,3 +180,13 @@ def test_book_jobs_setting(monkeypatch):
         monkeypatch.setenv("CIFS_BOOK_JOBS", bad)
         with pytest.raises(ValueError, match="CIFS_BOOK_JOBS must be an integer >= 1"):
             book_jobs()
+    from cifs_edu.bookexec import chapter_limit
+
+    monkeypatch.setenv("CIFS_BOOK_CHAPTER_TIMEOUT", "0")
+    assert chapter_limit() is None
+    monkeypatch.setenv("CIFS_BOOK_CHAPTER_TIMEOUT", "-3")
+    with pytest.raises(ValueError, match="CIFS_BOOK_CHAPTER_TIMEOUT must be"):
+        chapter_limit()
+    monkeypatch.delenv("CIFS_BOOK_CHAPTER_TIMEOUT")
+    monkeypatch.setenv("CIFS_PROFILE", "smoke")
+    assert chapter_limit() == 180
