@@ -11,6 +11,8 @@ __all__ = [
     "plot_per_class",
     "plot_imgf",
     "plot_channel_reweighting",
+    "interact",
+    "BOOK_BUILD_ENV",
 ]
 
 #: Fixed colours so that a model family looks the same in every chapter.
@@ -240,3 +242,27 @@ def plot_channel_reweighting(before, after, mask, *, title: str, relevance=None,
     axes[0].set_title(title)
     fig.tight_layout()
     return fig
+
+
+#: Set to ``1`` by the book build's chapter runner (:mod:`cifs_edu.bookexec`) in every kernel it starts.
+BOOK_BUILD_ENV = "CIFS_BOOK_BUILD"
+
+
+def interact(function, **controls):
+    """``ipywidgets.interact(function, **controls)``: live controls that redraw a figure.
+
+    In a running notebook (Jupyter, Colab) this is exactly ``ipywidgets.interact``. In the book's
+    build (``CIFS_BOOK_BUILD=1``, set by :mod:`cifs_edu.bookexec`) it only prints a note and
+    returns ``None``: the built page cannot run the controls anyway (it shows the default figure
+    drawn by the cell before), and live widgets in a headless kernel client stall it now and
+    then (nbclient issue 312; measured here: 4 stalls in 26 runs of chapter 03 with the widget,
+    none in 14 without it). ``pytest --nbval`` still runs the widget code.
+    """
+    import os
+
+    if os.environ.get(BOOK_BUILD_ENV, "").strip() == "1":
+        print("(interactive controls: run this notebook to use them)")
+        return None
+    import ipywidgets as widgets
+
+    return widgets.interact(function, **controls)

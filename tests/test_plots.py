@@ -81,3 +81,20 @@ def test_plot_channel_reweighting_sorts_by_relevance_and_normalises():
 def test_plot_channel_reweighting_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="same length"):
         plot_channel_reweighting(torch.rand(5), torch.rand(5), torch.rand(4), title="x")
+
+
+def test_interact_draws_live_controls_except_in_the_book_build(monkeypatch, capsys):
+    import ipywidgets as widgets
+
+    from cifs_edu import plots
+
+    calls = []
+
+    def redraw(a=1.0):
+        calls.append(a)
+
+    monkeypatch.delenv(plots.BOOK_BUILD_ENV, raising=False)
+    assert plots.interact(redraw, a=widgets.FloatSlider(value=2.0)) is not None and calls == [2.0]
+    monkeypatch.setenv(plots.BOOK_BUILD_ENV, "1")
+    assert plots.interact(redraw, a=widgets.FloatSlider(value=3.0)) is None and calls == [2.0]
+    assert "run this notebook" in capsys.readouterr().out
