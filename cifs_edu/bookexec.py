@@ -39,12 +39,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["setup", "execute_notebooks", "book_jobs", "chapter_limit", "JOBS_ENV", "EXECUTE_ENV", "PREPARE_ENV",
-           "CHAPTER_TIMEOUT_ENV"]
+           "CHAPTER_TIMEOUT_ENV", "BOOK_BUILD_ENV"]
 
 JOBS_ENV = "CIFS_BOOK_JOBS"
 EXECUTE_ENV = "CIFS_BOOK_EXECUTE"
 PREPARE_ENV = "CIFS_BOOK_PREPARE"
 CHAPTER_TIMEOUT_ENV = "CIFS_BOOK_CHAPTER_TIMEOUT"
+#: Set to ``1`` in every chapter kernel this module starts (read by :func:`cifs_edu.plots.interact`).
+BOOK_BUILD_ENV = "CIFS_BOOK_BUILD"
 
 
 def book_jobs() -> int:
@@ -81,7 +83,7 @@ def _execute_one(nb_json: str, cwd: str, timeout: int | None, allow_errors: bool
 def _worker(nb_json: str, cwd: str, timeout: int | None, allow_errors: bool, conn) -> None:
     """Process entry: a new session, so that a stuck chapter is killed together with its kernel."""
     os.setsid()
-    os.environ["CIFS_BOOK_BUILD"] = "1"  # kernels inherit it: cifs_edu.plots.interact draws no live widgets
+    os.environ[BOOK_BUILD_ENV] = "1"  # kernels inherit it: cifs_edu.plots.interact draws no live widgets
     conn.send(_execute_one(nb_json, cwd, timeout, allow_errors))
     conn.close()
 
@@ -148,17 +150,15 @@ def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, 
         for job in list(running):
             name, proc, elapsed = job["name"], job["proc"], time.perf_counter() - job["t0"]
             result = None
-            if job["conn"].poll():
-                try:
+            answered = job["conn"].poll()
+            if answered:
+                with contextlib.suppress(EOFError):  # EOF: the process ended without an answer
                     result = job["conn"].recv()
-                except EOFError:  # the process ended without an answer
-                    proc.join(timeout=5)
-                    result = {"nb": job["nb"], "seconds": elapsed, "error": f"the process running {name} died "
-                              f"(exit code {proc.exitcode})"}
-            elif not proc.is_alive():
+            if result is None and (answered or not proc.is_alive()):
+                proc.join(timeout=5)
                 result = {"nb": job["nb"], "seconds": elapsed, "error": f"the process running {name} died "
                           f"(exit code {proc.exitcode})"}
-            elif limit is not None and elapsed > limit:
+            elif result is None and limit is not None and elapsed > limit:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)  # the worker and its kernel
                 if job["attempt"] <= retries:
@@ -168,7 +168,7 @@ def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, 
                 else:
                     result = {"nb": job["nb"], "seconds": elapsed, "error": f"{name} did not finish within "
                               f"{limit:.0f} s in {job['attempt']} attempts"}
-            else:
+            elif result is None:
                 continue
             running.remove(job)
             proc.join(timeout=5)
@@ -222,10 +222,9 @@ def _before_read(app, env, docnames: list[str]) -> None:
     say(f"[book] executing {len(todo)} chapters, {jobs} at a time")
     results = execute_notebooks(todo, jobs, timeout=nb_config.execution_timeout,
                                 allow_errors=nb_config.execution_allow_errors, limit=chapter_limit(), log=say)
-    failed = [name for name, r in results.items() if r["error"]] + [doc for doc, _, _ in todo if doc not in results]
+    failed = [name for name, r in results.items() if r["error"]]  # chapters not run are those after it
     if failed:
-        raise ExtensionError(f"chapter {failed[0]} failed while executing:\n"
-                             f"{results.get(failed[0], {}).get('error', 'not run')}")
+        raise ExtensionError(f"chapter {failed[0]} failed while executing:\n{results[failed[0]]['error']}")
     cache = get_cache(nb_config.execution_cache_path or ".jupyter_cache")
     for doc, _nb, path in todo:
         r = results[doc]

@@ -12,7 +12,6 @@ __all__ = [
     "plot_imgf",
     "plot_channel_reweighting",
     "interact",
-    "BOOK_BUILD_ENV",
 ]
 
 #: Fixed colours so that a model family looks the same in every chapter.
@@ -244,10 +243,6 @@ def plot_channel_reweighting(before, after, mask, *, title: str, relevance=None,
     return fig
 
 
-#: Set to ``1`` by the book build's chapter runner (:mod:`cifs_edu.bookexec`) in every kernel it starts.
-BOOK_BUILD_ENV = "CIFS_BOOK_BUILD"
-
-
 def interact(function, **controls):
     """``ipywidgets.interact(function, **controls)``: live controls that redraw a figure.
 
@@ -259,6 +254,8 @@ def interact(function, **controls):
     none in 14 without it). ``pytest --nbval`` still runs the widget code.
     """
     import os
+
+    from .bookexec import BOOK_BUILD_ENV
 
     if os.environ.get(BOOK_BUILD_ENV, "").strip() == "1":
         print("(interactive controls: run this notebook to use them)")

@@ -87,14 +87,15 @@ def test_interact_draws_live_controls_except_in_the_book_build(monkeypatch, caps
     import ipywidgets as widgets
 
     from cifs_edu import plots
+    from cifs_edu.bookexec import BOOK_BUILD_ENV
 
     calls = []
 
     def redraw(a=1.0):
         calls.append(a)
 
-    monkeypatch.delenv(plots.BOOK_BUILD_ENV, raising=False)
+    monkeypatch.delenv(BOOK_BUILD_ENV, raising=False)
     assert plots.interact(redraw, a=widgets.FloatSlider(value=2.0)) is not None and calls == [2.0]
-    monkeypatch.setenv(plots.BOOK_BUILD_ENV, "1")
+    monkeypatch.setenv(BOOK_BUILD_ENV, "1")
     assert plots.interact(redraw, a=widgets.FloatSlider(value=3.0)) is None and calls == [2.0]
     assert "run this notebook" in capsys.readouterr().out
