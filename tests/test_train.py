@@ -112,6 +112,49 @@ def test_training_attacks_stay_in_the_ball_and_raise_the_loss(defense):
     assert model.training is False  # the attacks restore the mode
 
 
+@pytest.mark.parametrize("defense", ["none", "cifs"])
+def test_fast_training_attack_matches_the_model_up_to_rounding(defense):
+    """fast=True (BN-folded frozen copy): the same examples except for sign ties; the model is untouched."""
+    cfg, model, x, y, draw = _setup(defense)
+    model.train()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.2, 0.2)  # non-trivial statistics, so that folding does something
+        bn.running_var.uniform_(0.5, 2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    from dataclasses import replace
+
+    from cifs_edu.training.methods import attack_loss
+
+    one = replace(cfg, train_steps=1)
+    # one step: the same signs, except (TRADES) where the KL gradient at x + 0.001 noise is ~0 and its sign a tie
+    for make, ties in ((lambda c, f: pgd_examples(model, x, y, c, draw, fast=f), 0.001),
+                       (lambda c, f: fat_examples(model, x, y, c, draw, tau=1, fast=f), 0.001),
+                       (lambda c, f: trades_examples(model, x, y, c, draw, fast=f), 0.05)):
+        slow, fast = make(one, False), make(one, True)
+        assert (fast != slow).float().mean() <= ties
+        # five steps: a flipped sign changes the later steps, but the attack is as strong
+        slow, fast = make(cfg, False), make(cfg, True)
+        assert (fast - x).abs().max() <= cfg.eps + 1e-6 and fast.min() >= 0 and fast.max() <= 1
+        with torch.no_grad():
+            model.eval()
+            l_slow, l_fast = attack_loss(model, slow, y, cfg)[0].mean(), attack_loss(model, fast, y, cfg)[0].mean()
+            model.train()
+        assert abs(l_fast - l_slow) <= 0.01 * l_slow
+    assert model.training is True  # the mode is restored
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+def test_fast_attack_field():
+    assert tiny().fast_attack == "auto" and tiny(fast_attack="on").key() != tiny(fast_attack="off").key()
+    with pytest.raises(ConfigError, match="fast_attack"):
+        tiny(fast_attack="yes")
+    assert loop_module._fast_attack(tiny(), torch.device("cpu")) is True
+    assert loop_module._fast_attack(tiny(), torch.device("cuda")) is False
+    assert loop_module._fast_attack(tiny(fast_attack="on"), torch.device("cuda")) is True
+    assert loop_module._fast_attack(tiny(fast_attack="off"), torch.device("cpu")) is False
+
+
 def test_fat_early_stopping():
     cfg, model, x, y, draw = _setup("none")
     # tau >= K: never stops early, identical to PGD from the same start

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..attacks.fast import fast_copy
 from ..losses import adaptive_loss, cross_entropy, loss_weights
 from ..outputs import ModelOutput
 
@@ -80,12 +81,15 @@ def attack_loss(model: nn.Module, x: Tensor, y: Tensor, config) -> tuple[Tensor,
 
 
 @contextlib.contextmanager
-def _eval(model: nn.Module):
+def _eval(model: nn.Module, fast: bool = False):
+    """Eval mode (restored after) with gradients on; yields the module the attack differentiates:
+    ``model`` itself, or with ``fast`` its private fast copy (BN folded, frozen, channels_last;
+    :func:`cifs_edu.attacks.fast.fast_copy`), made after the switch to eval mode."""
     was = model.training
     model.eval()
     try:
         with torch.enable_grad():
-            yield
+            yield fast_copy(model).model if fast else model
     finally:
         model.train(was)
 
@@ -95,23 +99,27 @@ def _bounds(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     return x.neg().clamp(min=-eps), (1 - x).clamp(max=eps)
 
 
-def pgd_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw, autocast=contextlib.nullcontext) -> Tensor:
-    """PGD-``train_steps`` adversarial examples (eval mode, uniform random start if ``random_start``)."""
+def pgd_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw, autocast=contextlib.nullcontext,
+                 fast: bool = False) -> Tensor:
+    """PGD-``train_steps`` adversarial examples (eval mode, uniform random start if ``random_start``).
+
+    ``fast``: differentiate the model's fast copy (see :func:`_eval`; equal up to float rounding).
+    """
     eps, alpha = config.eps, config.train_step_size
     lo, hi = _bounds(x, eps)
     delta = (draw("uniform") * eps if config.random_start else torch.zeros_like(x)).clamp(lo, hi)
-    with _eval(model):
+    with _eval(model, fast) as net:
         for _ in range(config.train_steps):
             delta.requires_grad_(True)
             with autocast():
-                loss, _ = attack_loss(model, x + delta, y, config)
+                loss, _ = attack_loss(net, x + delta, y, config)
             (grad,) = torch.autograd.grad(loss.sum(), delta)
             delta = (delta.detach() + alpha * grad.sign()).clamp(lo, hi)
     return (x + delta).detach()
 
 
 def fat_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw, tau: int,
-                 autocast=contextlib.nullcontext) -> Tensor:
+                 autocast=contextlib.nullcontext, fast: bool = False) -> Tensor:
     """Friendly adversarial examples: early-stopped PGD-K-tau (FAT, Zhang et al. 2020, Alg. 1).
 
     At each of the K steps, an example whose current point is misclassified stops if its
@@ -124,11 +132,11 @@ def fat_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw, tau
     budget = torch.full((x.shape[0],), int(tau), device=x.device, dtype=torch.long)
     moving = torch.ones(x.shape[0], device=x.device, dtype=torch.bool)
     shape = (-1,) + (1,) * (x.dim() - 1)
-    with _eval(model):
+    with _eval(model, fast) as net:
         for _ in range(config.train_steps):
             delta.requires_grad_(True)
             with autocast():
-                loss, logits = attack_loss(model, x + delta, y, config)
+                loss, logits = attack_loss(net, x + delta, y, config)
             (grad,) = torch.autograd.grad(loss.sum(), delta)
             wrong = logits.detach().argmax(1) != y
             stop = moving & wrong & (budget == 0)
@@ -162,20 +170,20 @@ def _weighted_kl(nat: ModelOutput, adv: ModelOutput, config) -> Tensor:
 
 
 def trades_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw,
-                    autocast=contextlib.nullcontext) -> Tensor:
+                    autocast=contextlib.nullcontext, fast: bool = False) -> Tensor:
     """TRADES' inner maximisation: PGD on KL(p(x) || p(x')) from x + 0.001 N(0, I), eval mode."""
     eps, alpha = config.eps, config.train_step_size
     lo, hi = _bounds(x, eps)
     delta = (0.001 * draw("normal")).clamp(lo, hi)
-    with _eval(model):
+    with _eval(model, fast) as net:
         with torch.no_grad(), autocast():
-            nat = _output(model, x, config.adaptive)
+            nat = _output(net, x, config.adaptive)
             nat = ModelOutput(logits=nat.logits.detach().float(),
                               probe_logits={k: v.detach().float() for k, v in nat.probe_logits.items()})
         for _ in range(config.train_steps):
             delta.requires_grad_(True)
             with autocast():
-                adv = _output(model, x + delta, config.adaptive)
+                adv = _output(net, x + delta, config.adaptive)
             loss = _weighted_kl(nat, adv, config)
             (grad,) = torch.autograd.grad(loss.sum(), delta)
             delta = (delta.detach() + alpha * grad.sign()).clamp(lo, hi)
