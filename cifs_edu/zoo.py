@@ -136,21 +136,24 @@ def _prepare_one(item: PlanItem, threads: int | None) -> dict[str, Any]:
     """Train (or load) one plan item and run its sweep; returns timings (runs in a worker process)."""
     import torch
 
-    from .training import evaluate_run
+    from .training import evaluate_run, run_dir_for
+    from .training.runlock import run_lock
 
     if threads is not None:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    result = load_or_train(item.config, progress=False)
-    t1 = time.perf_counter()
-    if item.sweep:
-        evaluate_run(result.run_dir, list(SWEEP_ATTACKS), sweep=True, n=item.sweep_n, progress=False)
+    with run_lock(run_dir_for(item.config)):  # a chapter asking for this run meanwhile waits for the sweep too
+        result = load_or_train(item.config, progress=False)
+        t1 = time.perf_counter()
+        if item.sweep:
+            evaluate_run(result.run_dir, list(SWEEP_ATTACKS), sweep=True, n=item.sweep_n, progress=False)
     return {"name": item.name, "run": result.config.run_name, "trained_epochs": result.trained_epochs,
             "train_s": round(t1 - t0, 1), "sweep_s": round(time.perf_counter() - t1, 1)}
 
 
 def prepare(profile: str | Profile | None = None, jobs: int = 1, *, threads: int | None = None,
-            log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+            log: Callable[[str], None] | None = print,
+            on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Train every model of :func:`book_plan` and run its sweeps, ``jobs`` at a time.
 
     The book's chapters then load everything from the cache. Runs and sweeps already in the
@@ -159,6 +162,10 @@ def prepare(profile: str | Profile | None = None, jobs: int = 1, *, threads: int
     ``smoke``; otherwise the cores divided by ``jobs``), so ``jobs=2`` keeps both cores of a
     2-core machine busy. On a GPU profile all jobs share the one GPU: keep ``jobs=1`` there. Every run is seeded
     by its configuration, so the weights do not depend on ``jobs`` or on the order.
+
+    Every run holds its lock (:func:`cifs_edu.training.runlock.run_lock`) while it is trained
+    and swept, so other processes (e.g. chapters already running) wait for it instead of
+    training it a second time. ``on_done`` is called with each item's dict as it finishes.
 
     Returns:
         one dict per plan item: name, run folder name, epochs trained now, seconds spent
@@ -185,6 +192,8 @@ def prepare(profile: str | Profile | None = None, jobs: int = 1, *, threads: int
 
     def report(r: dict[str, Any]) -> None:
         done.append(r)
+        if on_done is not None:
+            on_done(r)
         what = f"trained {r['trained_epochs']} epochs" if r["trained_epochs"] else "from the cache"
         say(f"[prepare] {len(done):2d}/{len(plan)} {r['name']:24s} {what}, {r['train_s']:.0f} s"
             + (f" + sweep {r['sweep_s']:.0f} s" if r["sweep_s"] >= 0.5 else ""))

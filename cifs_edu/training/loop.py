@@ -42,6 +42,7 @@ from .config import RUNTIME_FIELDS, TrainConfig
 from .data import EpochPlan, TensorSplits, augment_batch, derive_seed, load_tensors
 from .evaluate import accuracy_counts, evaluate_model
 from .methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
+from .runlock import run_lock
 
 __all__ = ["TrainResult", "train", "load_or_train", "load_model", "run_dir_for", "read_history", "curves", "evaluate_run"]
 
@@ -243,7 +244,17 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
     Raises:
         cifs_edu.datasets.DataNotFoundError: data missing (before any training).
         CheckpointError / CheckpointMismatchError: ``last.pt`` unusable or from another config.
+
+    Holds the run's lock (:func:`~cifs_edu.training.runlock.run_lock`) while it works: a second
+    process training or evaluating the same run waits for this one.
     """
+    folder = Path(run_dir) if run_dir is not None else run_dir_for(config) if isinstance(config, TrainConfig) else None
+    with run_lock(folder) if folder is not None else contextlib.nullcontext():
+        return _train(config, run_dir=run_dir, resume=resume, progress=progress, device=device, max_epochs=max_epochs)
+
+
+def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
+           device: Any = None, max_epochs: int | None = None) -> TrainResult:
     from tqdm.auto import tqdm
 
     from .. import __version__
@@ -509,6 +520,11 @@ def load_or_train(config: TrainConfig, *, run_dir: str | Path | None = None, pro
         CheckpointMismatchError: ``run_dir`` holds a run of another configuration.
     """
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    with run_lock(run_dir):  # another process training this run: wait for it, then load its result
+        return _load_or_train(config, run_dir, progress, device)
+
+
+def _load_or_train(config: TrainConfig, run_dir: Path, progress: bool, device: Any) -> TrainResult:
     results = run_dir / RESULTS
     if results.is_file():
         metrics = read_json(results)
@@ -563,10 +579,13 @@ def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last",
                  cache: bool = True) -> dict[str, Any]:
     """Evaluate a saved run (folder or checkpoint) under ``attacks`` on its test split.
 
-    Results are cached as JSON under ``<run>/eval/`` (the run folder of the checkpoint). An
-    evaluation identical to the run's final test evaluation (same checkpoint, attacks among
-    ``eval_attacks``, ``n == eval_n``, the training beta, same ``sweep``) is read from its
-    ``results.json`` instead of being computed again; ``cache=False`` always computes.
+    Results are cached as JSON under ``<run>/eval/`` (the run folder of the checkpoint). A run
+    still being trained by another process is waited for (its lock, :mod:`.runlock`), and so is
+    the same evaluation running elsewhere (a lock per result file); other evaluations of the run
+    proceed in parallel. An evaluation identical to the run's final test evaluation (same
+    checkpoint, attacks among ``eval_attacks``, ``n == eval_n``, the training beta, same
+    ``sweep``) is read from its ``results.json`` instead of being computed again; ``cache=False``
+    always computes.
 
     Args:
         source: run folder or ``.pt`` file; which: ``"last"`` or ``"best"``.
@@ -576,6 +595,9 @@ def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last",
     import hashlib
 
     path = _checkpoint_path(source, which)
+    if path.is_file():
+        with run_lock(path.parent):  # a run being trained (or prepared) elsewhere: wait until it is done
+            pass
     model = load_model(path, device=device)
     config: TrainConfig = model.train_config  # type: ignore[attr-defined]
     dev = _resolve_device(config, device)
@@ -588,6 +610,16 @@ def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last",
     out_path = path.parent / "eval" / f"{path.stem}-{tag}.json"
     if cache and out_path.is_file():
         return read_json(out_path)
+    # the same evaluation running in another process: wait for its result (other evaluations of the run go on)
+    with run_lock(out_path.with_suffix("")):
+        if cache and out_path.is_file():
+            return read_json(out_path)
+        return _evaluate(path, which, model, config, list(attacks), n, sweep, beta, dev, spec, out_path, progress, cache)
+
+
+def _evaluate(path: Path, which: str, model: nn.Module, config: TrainConfig, attacks: list[str], n: int | None,
+              sweep: bool, beta: Any, dev: torch.device, spec: dict[str, Any], out_path: Path, progress: bool,
+              cache: bool) -> dict[str, Any]:
     if cache:
         same = _from_final_eval(path, which, model, config, list(attacks), n, sweep, beta, dev)
         if same is not None:
