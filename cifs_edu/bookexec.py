@@ -6,9 +6,13 @@ and sets ``execute_notebooks: cache``. Just before Sphinx reads the pages it is 
 (re)build, the extension
 
 1. trains every model the chapters load (:func:`cifs_edu.zoo.prepare`, ``jobs`` processes;
-   nothing to do when they are cached), then
+   nothing to do when they are cached), and
 2. executes exactly those chapters, ``jobs`` kernels at a time, and stores each executed
    notebook in the build's jupyter-cache, where myst-nb finds it when it reads the page.
+
+The two overlap: a chapter starts as soon as a training process has no model left to start
+(a chapter that needs a model still in training waits for it on the run's lock,
+:mod:`cifs_edu.training.runlock`), so no core idles while the last models finish.
 
 So every chapter Sphinx reads is executed afresh, as ``execute_notebooks: force`` would do,
 only in parallel. A chapter that raises stops the build with its traceback. Pages that
@@ -88,6 +92,29 @@ def _worker(nb_json: str, cwd: str, timeout: int | None, allow_errors: bool, con
     conn.close()
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a worker and its kernels. A kernel runs in a session of its own (jupyter_client starts
+    it so), so the worker's process group does not include it: it is killed by its own group first."""
+    import signal
+    import subprocess
+
+    try:
+        import psutil
+
+        children = [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        res = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        children = [int(v) for v in res.stdout.split()]
+    except Exception:  # noqa: BLE001 -- the worker is already gone
+        children = []
+    for child in children:
+        for kill in (os.killpg, os.kill):  # the kernel's whole group if it leads one, else the process
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def chapter_limit() -> float | None:
     """Wall-clock limit of one chapter run (``CIFS_BOOK_CHAPTER_TIMEOUT`` seconds; 0 = none).
 
@@ -111,7 +138,8 @@ def chapter_limit() -> float | None:
 
 def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, timeout: int | None = None,
                       allow_errors: bool = False, limit: float | None = None, retries: int = 1,
-                      log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+                      log: Callable[[str], None] = print,
+                      capacity: Callable[[], int] | None = None) -> dict[str, dict[str, Any]]:
     """Execute notebooks ``jobs`` at a time, each in its own process and kernel (working directory: its folder).
 
     Args:
@@ -120,23 +148,39 @@ def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, 
         jobs: kernels at once; timeout: seconds per cell (``None``: no limit).
         limit: wall seconds per notebook run (``None``: none). A run over it is killed with its
             kernel and started again in a fresh one, up to ``retries`` times, then reported as failed.
+        capacity: called before starting a notebook; at most ``min(jobs, capacity())`` run at
+            once (the book build gives the cores still training models to those models). An
+            exception it raises stops everything (running notebooks are killed) and propagates.
 
     Returns:
         ``{name: {"nb": executed notebook node, "seconds": float, "error": traceback or None,
         "attempts": int}}``; after the first failure nothing new is started (running ones finish).
     """
     import multiprocessing as mp
-    import signal
 
     import nbformat
 
     ctx = mp.get_context("spawn")
-    out: dict[str, dict[str, Any]] = {}
     queue = [(name, nbformat.writes(nb), str(path.parent), 1) for name, nb, path in notebooks]
     running: list[dict[str, Any]] = []
+    try:
+        return _run_queue(queue, running, ctx, jobs, timeout, allow_errors, limit, retries, log, capacity)
+    finally:  # an exception (capacity, Ctrl-C): no orphaned kernels
+        for job in running:
+            _kill_tree(job["proc"].pid)
+            job["proc"].join(timeout=5)
+
+
+def _run_queue(queue: list, running: list, ctx, jobs: int, timeout: int | None, allow_errors: bool,
+               limit: float | None, retries: int, log: Callable[[str], None],
+               capacity: Callable[[], int] | None) -> dict[str, dict[str, Any]]:
+    import nbformat
+
+    out: dict[str, dict[str, Any]] = {}
     failed = False
     while queue or running:
-        while queue and not failed and len(running) < max(1, jobs):
+        allowed = max(1, jobs) if capacity is None else min(max(1, jobs), capacity())
+        while queue and not failed and len(running) < allowed:
             name, nb_json, cwd, attempt = queue.pop(0)
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker, args=(nb_json, cwd, timeout, allow_errors, send), name=f"book-{name}")
@@ -159,8 +203,7 @@ def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, 
                 result = {"nb": job["nb"], "seconds": elapsed, "error": f"the process running {name} died "
                           f"(exit code {proc.exitcode})"}
             elif result is None and limit is not None and elapsed > limit:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)  # the worker and its kernel
+                _kill_tree(proc.pid)  # the worker and its kernel
                 if job["attempt"] <= retries:
                     log(f"[book] {name} still running after {elapsed:.0f} s (limit {limit:.0f} s): killed, "
                         f"starting it again in a fresh kernel")
@@ -182,6 +225,57 @@ def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, 
                 + (f" (attempt {job['attempt']})" if job["attempt"] > 1 else ""))
             failed = failed or result["error"] is not None
     return out
+
+
+class _PrepareFailed(RuntimeError):
+    """Training the book's models failed (raised into the chapter loop, then reported by the build)."""
+
+
+class _Preparer:
+    """:func:`cifs_edu.zoo.prepare` in a background thread, sharing the cores with the chapters.
+
+    ``capacity()`` is the number of chapter kernels that may run beside its ``jobs`` training
+    processes: none while every process has a model to train, one more for each process that
+    has run out of work (all models are then started, so a chapter never trains one itself;
+    one that asks for a model still in training waits on the run's lock), all once it is done.
+    """
+
+    def __init__(self, jobs: int, log: Callable[[str], None]) -> None:
+        import threading
+
+        from . import zoo
+
+        self.jobs, self.log = jobs, log
+        self.total = len(zoo.book_plan())
+        self.finished = 0
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="cifs-book-prepare", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from . import zoo
+
+        try:
+            zoo.prepare(jobs=self.jobs, log=self.log, on_done=self._one_done)
+        except BaseException as e:  # noqa: BLE001 -- handed to the main thread by capacity()
+            self.error = e
+        finally:
+            self.done.set()
+
+    def _one_done(self, _result: dict[str, Any]) -> None:
+        self.finished += 1
+
+    def capacity(self) -> int:
+        if self.error is not None:
+            raise _PrepareFailed(f"training the book's models failed: {type(self.error).__name__}: {self.error}") \
+                from self.error
+        if self.done.is_set():
+            return self.jobs
+        return max(0, self.jobs - (self.total - self.finished))
+
+    def join(self) -> None:
+        self.thread.join()
 
 
 def _before_read(app, env, docnames: list[str]) -> None:
@@ -212,16 +306,23 @@ def _before_read(app, env, docnames: list[str]) -> None:
     jobs = book_jobs()
     say = logger.info
     t0 = time.perf_counter()
-    if os.environ.get(PREPARE_ENV, "1").strip() != "0":
-        from . import zoo
-
-        zoo.prepare(jobs=jobs, log=say)
+    preparer = _Preparer(jobs, say) if os.environ.get(PREPARE_ENV, "1").strip() != "0" else None
     # the chapters that took longest in the last measured build start first
     order = {name: i for i, name in enumerate(_SLOWEST_FIRST)}
     todo.sort(key=lambda t: (order.get(Path(t[0]).name, -1), t[0]))
-    say(f"[book] executing {len(todo)} chapters, {jobs} at a time")
-    results = execute_notebooks(todo, jobs, timeout=nb_config.execution_timeout,
-                                allow_errors=nb_config.execution_allow_errors, limit=chapter_limit(), log=say)
+    say(f"[book] executing {len(todo)} chapters, {jobs} at a time"
+        + (" (the first as soon as a core is free of training)" if preparer else ""))
+    try:
+        results = execute_notebooks(todo, jobs, timeout=nb_config.execution_timeout,
+                                    allow_errors=nb_config.execution_allow_errors, limit=chapter_limit(), log=say,
+                                    capacity=preparer.capacity if preparer else None)
+    except _PrepareFailed as e:
+        raise ExtensionError(str(e)) from e.__cause__
+    finally:
+        if preparer is not None:
+            preparer.join()
+    if preparer is not None and preparer.error is not None:  # failed after the last chapter had started
+        raise ExtensionError(f"training the book's models failed: {preparer.error!r}") from preparer.error
     failed = [name for name, r in results.items() if r["error"]]  # chapters not run are those after it
     if failed:
         raise ExtensionError(f"chapter {failed[0]} failed while executing:\n{results[failed[0]]['error']}")

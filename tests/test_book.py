@@ -161,7 +161,9 @@ def test_a_stuck_chapter_is_killed_and_restarted_once(tmp_path):
 
     from cifs_edu.bookexec import execute_notebooks
 
-    slow = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(60)")])
+    pids = tmp_path / "kernel-pids"
+    slow = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"import os, time\nwith open({str(pids)!r}, 'a') as f:\n    print(os.getpid(), file=f)\ntime.sleep(60)")])
     slow.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     lines = []
     t0 = time.perf_counter()
@@ -169,6 +171,92 @@ def test_a_stuck_chapter_is_killed_and_restarted_once(tmp_path):
     assert time.perf_counter() - t0 < 40  # two attempts of about 6 s, not the 60 s the cell wants
     assert out["slow"]["attempts"] == 2 and "did not finish within 6 s in 2 attempts" in out["slow"]["error"]
     assert any("killed, starting it again in a fresh kernel" in line for line in lines)
+    psutil = pytest.importorskip("psutil")
+    kernels = [int(v) for v in pids.read_text().split()]
+    assert len(kernels) == 2
+    time.sleep(1)
+    for pid in kernels:  # the kernels died with their workers (they run in sessions of their own)
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def _notebook(*sources: str):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def test_execute_notebooks_starts_only_what_capacity_allows(tmp_path):
+    """No chapter starts while capacity() is 0; at capacity 1 they run one after the other."""
+    from cifs_edu.bookexec import execute_notebooks
+
+    t_open = time.time() + 3
+    stamp = "import time\nprint(time.time())\ntime.sleep(1)\nprint(time.time())"
+    nbs = [(n, _notebook(stamp), tmp_path / f"{n}.ipynb") for n in ("a", "b")]
+    out = execute_notebooks(nbs, 2, timeout=60, log=lambda m: None, capacity=lambda: 0 if time.time() < t_open else 1)
+    texts = ["".join(o.get("text", "") for o in out[n]["nb"].cells[0].outputs) for n in ("a", "b")]
+    spans = sorted(tuple(float(v) for v in text.split()) for text in texts)
+    assert spans[0][0] >= t_open and spans[1][0] >= spans[0][1]  # none early, never two at once
+
+
+def test_a_capacity_error_kills_the_running_chapters_and_propagates(tmp_path):
+    from cifs_edu.bookexec import execute_notebooks
+
+    marker = tmp_path / "survived"
+    nb = _notebook(f"import time\ntime.sleep(5)\nopen({str(marker)!r}, 'w').close()")
+    calls = []
+
+    def capacity():
+        calls.append(1)
+        if len(calls) > 20:  # about 2 s after the start
+            raise RuntimeError("training failed")
+        return 1
+
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match="training failed"):
+        execute_notebooks([("a", nb, tmp_path / "a.ipynb")], 1, timeout=60, log=lambda m: None, capacity=capacity)
+    time.sleep(max(0.0, t0 + 9 - time.time()))
+    assert not marker.exists()  # the chapter's kernel was killed with its process
+
+
+def test_preparer_gives_cores_to_chapters_as_training_runs_out(monkeypatch):
+    import threading
+
+    from cifs_edu import bookexec, zoo
+
+    monkeypatch.setattr(zoo, "book_plan", lambda profile=None: [1, 2, 3])
+    go = [threading.Event() for _ in range(4)]
+    seen = []
+
+    def fake_prepare(jobs, log, on_done):
+        for i in range(3):
+            go[i].wait(10)
+            on_done({"name": i})
+            seen.append(i)
+        go[3].wait(10)
+
+    monkeypatch.setattr(zoo, "prepare", fake_prepare)
+    p = bookexec._Preparer(2, lambda m: None)
+    caps = [p.capacity()]
+    for i in range(4):
+        go[i].set()
+        t0 = time.time()
+        while len(seen) < min(i + 1, 3) and time.time() - t0 < 10:
+            time.sleep(0.01)
+        if i == 3:
+            p.join()
+        caps.append(p.capacity())
+    assert caps == [0, 0, 1, 2, 2]  # 3 items on 2 processes: a core frees when 1 item is left; all at the end
+
+    def failing(jobs, log, on_done):
+        raise ValueError("no data")
+
+    monkeypatch.setattr(zoo, "prepare", failing)
+    p = bookexec._Preparer(2, lambda m: None)
+    p.join()
+    with pytest.raises(bookexec._PrepareFailed, match="ValueError: no data"):
+        p.capacity()
 
 
 def test_book_jobs_setting(monkeypatch):
