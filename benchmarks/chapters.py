@@ -4,11 +4,11 @@
   ``pytest <chapter> --nbval --nbval-current-env`` (what ``make notebooks`` does), first with
   an empty ``CIFS_HOME`` (cold: trained runs and data caches must be made) and then again
   with the same one (warm: what a reader's second run costs), in the given profile.
-- :func:`run_book_build`: what ``make book`` does, in a temporary copy of the working tree
-  (tracked and untracked, not ignored files) with an empty ``CIFS_HOME``: the cold build.
-  ``python -m cifs_edu prepare --jobs 2`` first (the models, two processes at a time), then
-  ``jupyter-book build book/``; each step is timed (``prepare_jobs=0`` skips the first, and the
-  chapters then train the models themselves, one at a time).
+- :func:`run_book_build`: the cold build, in a temporary copy of the working tree (tracked and
+  untracked, not ignored files) with an empty ``CIFS_HOME``: plain ``jupyter-book build book/``,
+  whose extension (:mod:`cifs_edu.bookexec`) trains the models two processes at a time and starts
+  the chapters while the last models train. ``prepare_jobs=N`` runs
+  ``python -m cifs_edu prepare --jobs N`` first, as a separately timed step (no overlap).
 
 Both are slow: :mod:`benchmarks.run` runs them only when asked (``--only chapters,book``).
 """
@@ -109,8 +109,8 @@ def _copy_worktree(root: Path, dest: Path) -> None:
 
 
 def run_book_build(root: Path = ROOT, profile: str = "smoke", timeout: float = 3600, threads: int | None = None,
-                   prepare_jobs: int = 2, log=print) -> list[dict]:
-    """Time a cold ``make book`` (prepare, then ``jupyter-book build book/``) in a temporary copy of the tree."""
+                   prepare_jobs: int = 0, log=print) -> list[dict]:
+    """Time a cold ``jupyter-book build book/`` (after ``prepare --jobs N`` if ``prepare_jobs``) in a temporary copy."""
     exe = Path(sys.executable).parent / "jupyter-book"
     build = [str(exe) if exe.exists() else "jupyter-book", "build", "book/"]
     prepare = [sys.executable, "-m", "cifs_edu", "prepare", "--jobs", str(prepare_jobs)]

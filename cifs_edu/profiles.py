@@ -186,7 +186,7 @@ PROFILES: dict[str, Profile] = {
         eval_every=2,
         val_steps=5,
         cifs_mask_scale="channels",
-        sweep_n=200,
+        sweep_n=100,
     ),
     "laptop": Profile(
         name="laptop",

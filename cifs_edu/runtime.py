@@ -155,7 +155,7 @@ def setup(
         torch.set_num_threads(n_threads)
     if dev.type == "cpu":
         # Results on the CPU are bit-reproducible given the seed.
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_algorithms()
     apply_figure_style()
     _CURRENT = Session(profile=prof, device=dev, seed=seed)
     if not quiet:
@@ -163,6 +163,21 @@ def setup(
         if hint:
             print("HINT:", hint)
     return _CURRENT
+
+
+def _deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)``, without its import of ``torch._inductor``.
+
+    That import (it sets ``torch._inductor.config.deterministic``, which only ``torch.compile``
+    reads) takes about 2 s, a large part of a chapter's start-up. When inductor is not loaded yet
+    only the global switch is set; when it is, the public call sets both.
+    """
+    import sys
+
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def describe(session: Session) -> str:

@@ -68,7 +68,7 @@ def test_list_and_help(capsys):
             assert action.help, (command, action.dest)  # every flag is documented
     assert main(["prepare", "--plan", "--profile", "smoke"]) == 0
     plan = capsys.readouterr().out.splitlines()
-    assert len(plan) == 14 and sum("sweep on 200 test images" in line for line in plan) == 8
+    assert len(plan) == 14 and sum("sweep on 100 test images" in line for line in plan) == 8
 
 
 def _run(*args, env_home):

@@ -26,6 +26,18 @@ def test_setup_defaults_to_smoke_and_prints_block(monkeypatch, capsys):
     assert cifs_edu.current() is s
 
 
+def test_setup_turns_on_deterministic_algorithms_on_the_cpu():
+    """Without importing torch._inductor (2 s of every chapter's start) when it is not loaded yet."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, cifs_edu; cifs_edu.setup(quiet=True); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "'torch._inductor' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.stdout.split() == ["True", "True", "False"], out.stderr
+
+
 def test_setup_reads_environment_and_argument_wins(monkeypatch):
     monkeypatch.setenv("CIFS_PROFILE", "laptop")
     assert cifs_edu.setup(quiet=True).profile.name == "laptop"
@@ -113,7 +125,7 @@ def test_profile_validation(change, message):
 
 
 def test_sweep_images_defaults_to_eval_n():
-    assert get_profile("smoke").sweep_images == 200 < get_profile("smoke").eval_n
+    assert get_profile("smoke").sweep_images == 100 < get_profile("smoke").eval_n
     assert get_profile("paper").sweep_images is None  # the whole test set, like eval_n
     assert get_profile("laptop").replace(sweep_n=None).sweep_images == get_profile("laptop").eval_n
 

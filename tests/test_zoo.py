@@ -44,7 +44,7 @@ def test_book_plan_covers_recipes_ablations_and_sweeps():
     assert len({item.config.key() for item in plan}) == len(plan)  # no run trained twice
     swept = {item.name for item in plan if item.sweep}
     assert swept == set(zoo.SWEPT) | {f"ablation: {n}" for n in zoo.ABLATIONS}
-    assert all(item.sweep_n == 200 for item in plan if item.sweep)  # smoke's sweep_n
+    assert all(item.sweep_n == 100 for item in plan if item.sweep)  # smoke's sweep_n
     assert all(item.sweep_n is None for item in zoo.book_plan("paper") if item.sweep)  # all test images
 
 
