@@ -183,6 +183,7 @@ PROFILES: dict[str, Profile] = {
         eval_n=500,
         aa_n=100,
         device="cpu",
+        eval_batch_size=250,  # at width 8 on the CPU, batches of 250 attack about 10-20% faster than 500
         eval_every=2,
         val_steps=5,
         cifs_mask_scale="channels",
