@@ -30,8 +30,9 @@ $(STAMP): pyproject.toml Makefile
 models: env
 	$(PY) -m cifs_edu prepare --jobs $(JOBS)
 
-# Build the whole book, executing every chapter; warnings are errors.
-book: models
+# Build the whole book, executing every chapter; warnings are errors. The build trains the
+# chapters' models itself ($(JOBS) processes) and starts chapters while the last ones train.
+book: env
 	CIFS_BOOK_JOBS=$(JOBS) $(VENV)/bin/jupyter-book build book/ -W -n --keep-going
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
