@@ -94,10 +94,14 @@ def _worker(nb_json: str, cwd: str, timeout: int | None, allow_errors: bool, con
 
 def _kill_tree(pid: int) -> None:
     """SIGKILL a worker and its kernels. A kernel runs in a session of its own (jupyter_client starts
-    it so), so the worker's process group does not include it: it is killed by its own group first."""
+    it so), so the worker's process group does not include it: it is killed by its own group. The
+    worker is stopped first (it can start no kernel while its children are listed) and killed by
+    pid as well as by group (a worker still starting up has not called ``setsid`` yet)."""
     import signal
     import subprocess
 
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGSTOP)
     try:
         import psutil
 
@@ -111,8 +115,9 @@ def _kill_tree(pid: int) -> None:
         for kill in (os.killpg, os.kill):  # the kernel's whole group if it leads one, else the process
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(child, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    for kill in (os.killpg, os.kill):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
 
 
 def chapter_limit() -> float | None:

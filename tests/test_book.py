@@ -201,23 +201,26 @@ def test_execute_notebooks_starts_only_what_capacity_allows(tmp_path):
 
 
 def test_a_capacity_error_kills_the_running_chapters_and_propagates(tmp_path):
+    """Killed early (the worker still starting, before its setsid) and late (its kernel running)."""
     from cifs_edu.bookexec import execute_notebooks
 
-    marker = tmp_path / "survived"
-    nb = _notebook(f"import time\ntime.sleep(5)\nopen({str(marker)!r}, 'w').close()")
-    calls = []
+    t0, markers = time.time(), []
+    for after in (1, 20):  # capacity() calls (0.1 s apart) before it fails
+        marker = tmp_path / f"survived-{after}"
+        markers.append(marker)
+        nb = _notebook(f"import time\ntime.sleep(4)\nopen({str(marker)!r}, 'w').close()")
+        calls = []
 
-    def capacity():
-        calls.append(1)
-        if len(calls) > 20:  # about 2 s after the start
-            raise RuntimeError("training failed")
-        return 1
+        def capacity(calls=calls, after=after):
+            calls.append(1)
+            if len(calls) > after:
+                raise RuntimeError("training failed")
+            return 1
 
-    t0 = time.time()
-    with pytest.raises(RuntimeError, match="training failed"):
-        execute_notebooks([("a", nb, tmp_path / "a.ipynb")], 1, timeout=60, log=lambda m: None, capacity=capacity)
-    time.sleep(max(0.0, t0 + 9 - time.time()))
-    assert not marker.exists()  # the chapter's kernel was killed with its process
+        with pytest.raises(RuntimeError, match="training failed"):
+            execute_notebooks([("a", nb, tmp_path / "a.ipynb")], 1, timeout=60, log=lambda m: None, capacity=capacity)
+    time.sleep(max(0.0, t0 + 12 - time.time()))
+    assert not any(m.exists() for m in markers)  # no chapter (worker or kernel) lived on
 
 
 def test_preparer_gives_cores_to_chapters_as_training_runs_out(monkeypatch):
