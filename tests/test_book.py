@@ -140,15 +140,19 @@ def test_book_build_executes_chapters_in_parallel_into_the_cache(tmp_path):
     assert "answer 666" in (html / "a.html").read_text() and "answer 777" in (html / "b.html").read_text()
 
 
-def test_execute_notebooks_reports_a_failing_chapter(tmp_path):
+def _notebook(*sources: str):
     import nbformat
 
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def test_execute_notebooks_reports_a_failing_chapter(tmp_path):
     from cifs_edu.bookexec import book_jobs, execute_notebooks
 
-    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 40 + 2\nprint(x)")])
-    bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('chapter claim failed')")])
-    for nb in (good, bad):
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    good = _notebook("x = 40 + 2\nprint(x)")
+    bad = _notebook("raise ValueError('chapter claim failed')")
     out = execute_notebooks([("good", good, tmp_path / "good.ipynb"), ("bad", bad, tmp_path / "bad.ipynb")], 2,
                             timeout=60, log=lambda m: None)
     assert out["good"]["error"] is None and out["good"]["nb"].cells[0].outputs[0]["text"] == "42\n"
@@ -157,14 +161,10 @@ def test_execute_notebooks_reports_a_failing_chapter(tmp_path):
 
 
 def test_a_stuck_chapter_is_killed_and_restarted_once(tmp_path):
-    import nbformat
-
     from cifs_edu.bookexec import execute_notebooks
 
     pids = tmp_path / "kernel-pids"
-    slow = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        f"import os, time\nwith open({str(pids)!r}, 'a') as f:\n    print(os.getpid(), file=f)\ntime.sleep(60)")])
-    slow.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    slow = _notebook(f"import os, time\nwith open({str(pids)!r}, 'a') as f:\n    print(os.getpid(), file=f)\ntime.sleep(60)")
     lines = []
     t0 = time.perf_counter()
     out = execute_notebooks([("slow", slow, tmp_path / "slow.ipynb")], 1, timeout=120, limit=6, retries=1, log=lines.append)
@@ -177,14 +177,6 @@ def test_a_stuck_chapter_is_killed_and_restarted_once(tmp_path):
     time.sleep(1)
     for pid in kernels:  # the kernels died with their workers (they run in sessions of their own)
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-
-
-def _notebook(*sources: str):
-    import nbformat
-
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in sources])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return nb
 
 
 def test_execute_notebooks_starts_only_what_capacity_allows(tmp_path):

@@ -248,8 +248,9 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
     Holds the run's lock (:func:`~cifs_edu.training.runlock.run_lock`) while it works: a second
     process training or evaluating the same run waits for this one.
     """
-    folder = Path(run_dir) if run_dir is not None else run_dir_for(config) if isinstance(config, TrainConfig) else None
-    with run_lock(folder) if folder is not None else contextlib.nullcontext():
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig (got {type(config).__name__})")
+    with run_lock(Path(run_dir) if run_dir is not None else run_dir_for(config)):
         return _train(config, run_dir=run_dir, resume=resume, progress=progress, device=device, max_epochs=max_epochs)
 
 
@@ -259,8 +260,6 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
 
     from .. import __version__
 
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config must be a TrainConfig (got {type(config).__name__})")
     if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
         raise ConfigError(f"max_epochs must be an integer >= 1 or None (got {max_epochs!r})")
     dist.init_from_env()
