@@ -75,7 +75,7 @@ torch.set_num_threads(1)
 out = {"name": name, "variant": sys.argv[2]}
 for m in methods:
     defense, method = m.split(":") if ":" in m else ("none", m)
-    tc = TrainConfig.from_profile("smoke", defense=defense, method=method, eval_attacks=["fgsm", "pgd20"], **extra)
+    tc = TrainConfig.from_profile("smoke", defense=defense, method=method, eval_attacks=["natural", "fgsm", "pgd20"], **extra)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as d:
         result = train(tc, run_dir=d, progress=False)
@@ -85,7 +85,7 @@ for m in methods:
     with torch.no_grad():
         ps, pn = model(xs.float() / 255).argmax(1), model(xn.float() / 255).argmax(1)
     last = result.metrics["last"]
-    out[m] = {"fgsm": last["fgsm"], "pgd20": last["pgd20"],
+    out[m] = {"clean": last["natural"], "fgsm": last["fgsm"], "pgd20": last["pgd20"],
               "follows_texture": round(float((ps == (ys + 1) % 10).float().mean()), 3),
               "acc_no_texture": round(float((pn == ys).float().mean()), 3), "wall": round(time.time() - t0, 1)}
 print(json.dumps(out), flush=True)

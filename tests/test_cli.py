@@ -31,7 +31,7 @@ def test_train_eval_and_reproduce_write_json(cifs_home, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((run_dir / "results.json").read_text())
     assert printed == saved and set(saved["last"]) == {"natural", "fgsm"}
-    assert saved["config"]["defense"] == "cifs" and saved["config"]["model_options"] == {"scale": 32}  # imgf="softmax" is the default: dropped from the key
+    assert saved["config"]["defense"] == "cifs" and saved["config"]["model_options"] == {"scale": 32, "normalize": "synthetic"}  # imgf="softmax" is the default: dropped from the key
     # smoke rescales the softmax mask by the 32 channels of a width-4 ResNet-18's last block (MASK_SCALE_NOTE)
 
     rc = main(["eval", str(run_dir), "--attack", "pgd20", "--attack", "fgsm", "--n", "8", "--no-progress", "--json"])

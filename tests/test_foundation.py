@@ -117,6 +117,7 @@ def test_setup_applies_figure_style():
         ({"device": "tpu"}, "device must be"),
         ({"n_train": 0}, "n_train must be > 0"),
         ({"sweep_n": 0}, "sweep_n must be > 0"),
+        ({"normalize": "imagenet"}, "normalize must be None or one of"),
     ],
 )
 def test_profile_validation(change, message):
@@ -134,6 +135,32 @@ def test_profile_validation_reports_all_problems_at_once():
     with pytest.raises(ConfigError) as err:
         get_profile("smoke").replace(eps=-1, epochs=0)
     assert "eps" in str(err.value) and "epochs" in str(err.value)
+
+
+def test_smoke_models_normalise_with_the_synthetic_statistics():
+    """smoke puts normalize="synthetic" into every model's options (see NORMALIZE_NOTE); the CIFAR-10
+    profiles follow the authors (no normalisation); an explicit option wins."""
+    import torch
+
+    from cifs_edu.datasets import load_data
+    from cifs_edu.models import DATASET_STATS, Normalize
+    from cifs_edu.training import TrainConfig
+
+    assert PROFILES["smoke"].normalize == "synthetic"
+    assert all(PROFILES[p].normalize is None for p in ("laptop", "colab", "paper"))
+    for defense in ("none", "cas", "cifs"):
+        cfg = TrainConfig.from_profile("smoke", defense=defense)
+        assert cfg.model_options["normalize"] == "synthetic"
+        norm = next(m for m in cfg.build_model().modules() if isinstance(m, Normalize))
+        mean, std = DATASET_STATS["synthetic"]
+        assert norm.mean.flatten().tolist() == list(mean) and norm.std.flatten().tolist() == list(std)
+    assert "normalize" not in TrainConfig.from_profile("laptop").model_options
+    assert TrainConfig.from_profile("smoke", model_options={"normalize": None}).model_options == {"normalize": None}
+    assert TrainConfig.from_profile("smoke").key() != TrainConfig.from_profile("smoke", model_options={"normalize": None}).key()
+    # the statistics are the data set's own (measured on its training images)
+    x = load_data("synthetic", n_train=1000, n_test=10).train.images.float() / 255
+    assert torch.allclose(x.mean((0, 2, 3)), torch.tensor(mean), atol=0.01)
+    assert torch.allclose(x.std((0, 2, 3)), torch.tensor(std), atol=0.01)
 
 
 def test_paper_profile_is_the_papers_recipe():

@@ -246,7 +246,8 @@ def test_config_key_and_eval_fields():
     assert TrainConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
     assert a.run_name.startswith("smoke-resnet18-none-pgd_at-")
     assert tiny(defense="cifs", beta=2).beta == 2.0 and tiny(defense="cifs", beta="inf-2").beta == "inf-P1"
-    assert tiny().resolved_augment() == "crop_flip" and tiny(dataset="svhn").resolved_augment() == "none"
+    assert tiny().resolved_augment() == "none" and tiny(dataset="svhn").resolved_augment() == "none"
+    assert tiny(dataset="cifar10").resolved_augment() == "crop_flip"
 
 
 def test_missing_data_fails_before_training(cifs_home, tmp_path):

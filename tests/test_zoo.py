@@ -16,7 +16,7 @@ def test_recipes_match_table_rows(profile):
 
 def test_overrides_merge_and_errors():
     cfg = zoo.config("cifs_sigmoid", "smoke", model_options={"k": 3}, beta=0.1)
-    assert cfg.model_options == {"imgf": "sigmoid", "alpha": 10.0, "k": 3} and cfg.beta == 0.1
+    assert cfg.model_options == {"imgf": "sigmoid", "alpha": 10.0, "k": 3, "normalize": "synthetic"} and cfg.beta == 0.1
     assert zoo.config("standard", "smoke").method == "standard"
     with pytest.raises(ConfigError, match="unknown model recipe"):
         zoo.config("resnet1000", "smoke")

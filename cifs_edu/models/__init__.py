@@ -123,7 +123,7 @@ def build_model(
         k, label_rule, imgf, alpha, T, scale, relevance, grad_mode, softplus_beta:
             CIFS options, see :mod:`cifs_edu.cifs` (Options table). Only ``defense="cifs"``
             may change them from their defaults.
-        normalize: None (default, as the authors), ``"cifar10"``, ``"svhn"``, ``"fmnist"``
+        normalize: None (default, as the authors), ``"cifar10"``, ``"svhn"``, ``"fmnist"``, ``"synthetic"``
             or a ``(mean, std)`` pair: normalisation inside the model.
         drop_rate: dropout in WRN blocks (0 by default; WRN only).
 

@@ -2,7 +2,7 @@
 
 Every model takes inputs in [0, 1]. The authors train without normalisation, so it is
 off by default (``normalize=None``); ``normalize="cifar10"`` (or ``"svhn"``,
-``"fmnist"``, or an explicit ``(mean, std)`` pair) puts ``(x - mean) / std`` as the
+``"fmnist"``, ``"synthetic"``, or an explicit ``(mean, std)`` pair) puts ``(x - mean) / std`` as the
 model's first operation, so attacks still work in [0, 1] pixel space. The statistics
 are constants of the configuration: they are non-persistent buffers and do not appear
 in ``state_dict``.
@@ -24,6 +24,9 @@ DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     "fmnist": ((0.2860,), (0.3530,)),
+    # the embedded data set of cifs_edu.synthetic (measured on 2,000 training images: means
+    # 0.498-0.502, standard deviations 0.124-0.126); the smoke profile normalises with it
+    "synthetic": ((0.5, 0.5, 0.5), (0.125, 0.125, 0.125)),
 }
 
 NormalizeSpec = Union[None, str, tuple[Sequence[float], Sequence[float]]]

@@ -40,7 +40,8 @@ from .specs import parse_attack
 __all__ = ["TrainConfig", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "RUNTIME_FIELDS", "AMP_MODES", "AUGMENTS"]
 
 #: Bump when a change of the trainer makes old runs incomparable (part of every key).
-CACHE_VERSION = 1
+#: 2: new synthetic data defaults and ``augment="auto"`` = none on the synthetic data.
+CACHE_VERSION = 2
 
 METHODS = ("standard", "pgd_at", "trades", "fat")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -127,8 +128,8 @@ class TrainConfig:
         dataset: ``"synthetic"``, ``"cifar10"``, ``"svhn"``, ``"fmnist"`` or ``"folder:<path>"``.
         n_train, n_val, n_test: subset sizes (``None`` = all); ``n_val`` images are held out
             of the training data to pick the best epoch (never the test set).
-        augment: ``"auto"`` (random crop with 4-pixel padding + horizontal flip for CIFAR-10,
-            image folders and the synthetic data; none for SVHN digits and Fashion-MNIST),
+        augment: ``"auto"`` (random crop with 4-pixel padding + horizontal flip for CIFAR-10
+            and image folders; none for the synthetic data, SVHN digits and Fashion-MNIST),
             ``"crop_flip"``, ``"crop"`` or ``"none"``.
     Model:
         arch, defense, width: passed to :func:`cifs_edu.models.build_model` (for
@@ -361,7 +362,9 @@ class TrainConfig:
 
         On profiles with ``cifs_mask_scale="channels"`` (smoke, laptop) a CIFS model with the
         softmax mask gets ``model_options["scale"] = C`` (the channels of its last CIFS layer)
-        unless a ``scale`` is given: see :data:`cifs_edu.profiles.MASK_SCALE_NOTE`.
+        unless a ``scale`` is given: see :data:`cifs_edu.profiles.MASK_SCALE_NOTE`. A profile
+        with a ``normalize`` (smoke) puts it in ``model_options`` unless one is given
+        (``model_options={"normalize": None}`` turns it off).
 
         Raises:
             ConfigError: unknown profile, unknown field names, or invalid values (all listed).
@@ -375,6 +378,10 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid fields: {[f.name for f in dataclasses.fields(cls)]}")
         values.update(overrides)
+        if getattr(prof, "normalize", None) is not None:
+            opts = values.get("model_options") or {}
+            if isinstance(opts, Mapping) and "normalize" not in opts:
+                values["model_options"] = {**opts, "normalize": prof.normalize}
         if getattr(prof, "cifs_mask_scale", "paper") == "channels" and values.get("defense") == "cifs":
             values["model_options"] = _channel_scaled(values)
         return cls(**values)
@@ -465,7 +472,7 @@ class TrainConfig:
         """``augment`` with ``"auto"`` resolved for the dataset."""
         if self.augment != "auto":
             return self.augment
-        return "none" if self.dataset in ("svhn", "fmnist") else "crop_flip"
+        return "none" if self.dataset in ("synthetic", "svhn", "fmnist") else "crop_flip"
 
     def data_shape(self) -> tuple[int, int]:
         """``(in_channels, num_classes)`` of the dataset, known without loading it.
