@@ -60,7 +60,7 @@ class Profile:
         cifs_mask_scale: ``"paper"`` (the softmax mask sums to 1, as in the paper) or
             ``"channels"`` (the short CPU schedules: CIFS's softmax mask is multiplied by the
             channel count C of the last CIFS layer, so that its mean is 1); see :data:`MASK_SCALE_NOTE`.
-        normalize: input normalisation of the profile's models (a key of
+        normalize: input normalisation of the profile's models on its own data set (a key of
             :data:`cifs_edu.models.DATASET_STATS`, or ``None`` for none, as the authors). Only
             ``smoke`` sets it (``"synthetic"``): see :data:`NORMALIZE_NOTE`.
     """

@@ -155,6 +155,8 @@ def test_smoke_models_normalise_with_the_synthetic_statistics():
         mean, std = DATASET_STATS["synthetic"]
         assert norm.mean.flatten().tolist() == list(mean) and norm.std.flatten().tolist() == list(std)
     assert "normalize" not in TrainConfig.from_profile("laptop").model_options
+    # the statistics belong to the synthetic data: smoke on another data set gets none
+    assert "normalize" not in TrainConfig.from_profile("smoke", dataset="cifar10").model_options
     assert TrainConfig.from_profile("smoke", model_options={"normalize": None}).model_options == {"normalize": None}
     assert TrainConfig.from_profile("smoke").key() != TrainConfig.from_profile("smoke", model_options={"normalize": None}).key()
     # the statistics are the data set's own (measured on its training images)

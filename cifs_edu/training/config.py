@@ -363,8 +363,9 @@ class TrainConfig:
         On profiles with ``cifs_mask_scale="channels"`` (smoke, laptop) a CIFS model with the
         softmax mask gets ``model_options["scale"] = C`` (the channels of its last CIFS layer)
         unless a ``scale`` is given: see :data:`cifs_edu.profiles.MASK_SCALE_NOTE`. A profile
-        with a ``normalize`` (smoke) puts it in ``model_options`` unless one is given
-        (``model_options={"normalize": None}`` turns it off).
+        with a ``normalize`` (smoke) puts it in ``model_options`` when the profile's own data set
+        is used and no ``normalize`` is given (``model_options={"normalize": None}`` turns it off;
+        another ``dataset`` gets none: the statistics belong to the profile's data).
 
         Raises:
             ConfigError: unknown profile, unknown field names, or invalid values (all listed).
@@ -378,7 +379,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid fields: {[f.name for f in dataclasses.fields(cls)]}")
         values.update(overrides)
-        if getattr(prof, "normalize", None) is not None:
+        if getattr(prof, "normalize", None) is not None and values.get("dataset") == prof.dataset:
             opts = values.get("model_options") or {}
             if isinstance(opts, Mapping) and "normalize" not in opts:
                 values["model_options"] = {**opts, "normalize": prof.normalize}
