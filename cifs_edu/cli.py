@@ -14,11 +14,13 @@ Examples::
 Results are JSON files next to the checkpoints (``results.json`` of a run; ``eval/*.json``
 for ``eval``; ``runs_dir()/tables/<table>-<profile>.json`` for ``reproduce``) and the
 same JSON is printed on stdout (``--json``) or summarised. Configuration and data errors
-print one line and exit with status 2.
+print one line and exit with status 2. ``train`` and ``reproduce`` use the CPU threads that
+:func:`cifs_edu.setup` would (``CIFS_THREADS``, else one for ``smoke``); ``prepare`` has ``--threads``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any, Sequence
@@ -127,6 +129,25 @@ def command_options(command: str) -> list[tuple[str, str]]:
         raise ValueError(f"unknown command {command!r}: choose one of {sorted(subs.choices)}")
     return [(", ".join(a.option_strings), a.help or "") for a in subs.choices[command]._actions
             if a.option_strings and a.dest != "help"]
+
+
+@contextlib.contextmanager
+def _cpu_threads(profile: str | None):
+    """Use the thread policy of :func:`cifs_edu.setup` while a command runs (``CIFS_THREADS``, else
+    the profile's: one thread for ``smoke``), then restore torch's setting (``main`` may run in-process)."""
+    import torch
+
+    from .profiles import get_profile
+    from .runtime import cpu_threads
+
+    before = torch.get_num_threads()
+    n = cpu_threads(get_profile(profile))
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train(args) -> int:
@@ -252,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"train": _train, "eval": _eval, "reproduce": _reproduce, "prepare": _prepare, "list": _list}
     try:
+        if args.command in ("train", "reproduce"):  # prepare sets threads in its workers; eval has no profile
+            with _cpu_threads(args.profile):
+                return handlers[args.command](args)
         return handlers[args.command](args)
     except (ConfigError, DataNotFoundError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from cifs_edu.cli import build_parser, main
+from cifs_edu.profiles import ConfigError
 
 from .conftest import ROOT
 
@@ -53,6 +54,27 @@ def test_train_eval_and_reproduce_write_json(cifs_home, tmp_path, capsys):
     assert "Table E.2" in out and "paper" in out and "this run (smoke)" in out
     table = json.loads((cifs_home / "runs" / "tables" / "tableE2_positions-smoke.json").read_text())
     assert set(table["run"]) == {"vanilla", "P1"} and table["paper"]["P1"]["pgd20"] == 48.45
+
+
+def test_train_uses_the_thread_policy_of_setup(monkeypatch):
+    """CIFS_THREADS, else one thread for smoke, while the command runs; torch's setting is restored."""
+    import torch
+
+    import cifs_edu.training as T
+
+    seen = []
+
+    def fake_train(config, **kw):
+        seen.append(torch.get_num_threads())
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(T, "train", fake_train)
+    before = torch.get_num_threads()
+    monkeypatch.delenv("CIFS_THREADS", raising=False)
+    assert main(["train", "--profile", "smoke", "--no-progress"]) == 2
+    monkeypatch.setenv("CIFS_THREADS", "3")
+    assert main(["train", "--profile", "laptop", "--no-progress"]) == 2
+    assert seen == [1, 3] and torch.get_num_threads() == before
 
 
 def test_list_and_help(capsys):
