@@ -51,6 +51,7 @@ from .profiles import ConfigError
 
 __all__ = [
     "DATASETS",
+    "default_augmentation",
     "DATA_ENV",
     "DataNotFoundError",
     "DataSplits",
@@ -70,6 +71,15 @@ TEST_SUBSET_SEED = 0  # the test subset never depends on the run's seed
 PAD = 4  # zero padding of the random crop (the paper's augmentation)
 
 _AUGMENT = {"synthetic": False, "cifar10": True, "svhn": False, "fmnist": False, "folder": True}
+
+
+def default_augmentation(dataset: str) -> bool:
+    """Whether ``dataset``'s training images get random crop + flip by default (the module table);
+    ``folder:<path>`` counts as ``"folder"``. The one place both :func:`load_data` and
+    :meth:`cifs_edu.training.TrainConfig.resolved_augment` read it from."""
+    return _AUGMENT["folder" if dataset.startswith("folder:") else dataset]
+
+
 _TITLES = {
     "synthetic": "embedded synthetic shapes (NOT CIFAR-10)",
     "cifar10": "CIFAR-10",

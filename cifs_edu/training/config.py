@@ -379,7 +379,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid fields: {[f.name for f in dataclasses.fields(cls)]}")
         values.update(overrides)
-        if getattr(prof, "normalize", None) is not None and values.get("dataset") == prof.dataset:
+        if prof.normalize is not None and values.get("dataset") == prof.dataset:
             opts = values.get("model_options") or {}
             if isinstance(opts, Mapping) and "normalize" not in opts:
                 values["model_options"] = {**opts, "normalize": prof.normalize}
@@ -473,7 +473,9 @@ class TrainConfig:
         """``augment`` with ``"auto"`` resolved for the dataset."""
         if self.augment != "auto":
             return self.augment
-        return "none" if self.dataset in ("synthetic", "svhn", "fmnist") else "crop_flip"
+        from ..datasets import default_augmentation
+
+        return "crop_flip" if default_augmentation(self.dataset) else "none"
 
     def data_shape(self) -> tuple[int, int]:
         """``(in_channels, num_classes)`` of the dataset, known without loading it.
