@@ -12,7 +12,7 @@ TORCHATTACKS := torchattacks==3.5.1
 JOBS    ?= 2
 XDIST   := -n $(JOBS) --dist loadscope
 
-.PHONY: env models book test unit notebooks sync clean
+.PHONY: env models book test unit notebooks claims sync clean
 
 env: $(STAMP)
 
@@ -45,6 +45,12 @@ unit: env
 
 notebooks: models
 	$(PY) -m pytest $(XDIST) book --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
+
+# Every chapter's checks for several seeds (each seed trains its own models into the cache):
+# prints the table claim x seed and fails if any check fails for any seed.
+SEEDS   ?= 0 1 2 3 4
+claims: env
+	$(PY) scripts/claims.py --seeds $(SEEDS) --jobs $(JOBS)
 
 # Re-pair every chapter's .ipynb with its MyST source (keeps cell ids).
 sync: env

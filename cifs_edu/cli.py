@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--profile", choices=sorted(PROFILES), default=None, help="scale (default: $CIFS_PROFILE or smoke)")
     pr.add_argument("--jobs", type=int, default=1, help="processes at a time (default 1; 2 on a 2-core machine)")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: the profile's; 1 for smoke)")
+    pr.add_argument("--seed", type=int, default=None, help="the models' seed (default: $CIFS_SEED or 0)")
     pr.add_argument("--plan", action="store_true", help="only list the models and sweeps, train nothing")
 
     sub.add_parser("list", help="list the reproducible tables", description="List the tables `reproduce` knows.")
@@ -243,11 +244,11 @@ def _prepare(args) -> int:
 
     profile = get_profile(args.profile)
     if args.plan:
-        for item in zoo.book_plan(profile):
+        for item in zoo.book_plan(profile, args.seed):
             sweep = f"sweep on {item.sweep_n or 'all'} test images" if item.sweep else "no sweep"
             print(f"{item.name:26s} {item.config.run_name}  ({sweep})")
         return 0
-    zoo.prepare(profile, jobs=args.jobs, threads=args.threads)
+    zoo.prepare(profile, jobs=args.jobs, threads=args.threads, seed=args.seed)
     return 0
 
 

@@ -18,10 +18,13 @@ import torch
 
 from .profiles import PROFILE_ENV, Profile, get_profile
 
-__all__ = ["Session", "setup", "current", "seed_everything", "pick_device", "cpu_threads", "THREADS_ENV"]
+__all__ = ["Session", "setup", "current", "seed_everything", "pick_device", "cpu_threads", "default_seed",
+           "THREADS_ENV", "SEED_ENV"]
 
 #: Environment variable that sets the number of CPU threads torch uses (see :func:`setup`).
 THREADS_ENV = "CIFS_THREADS"
+#: Environment variable that sets the book's seed (see :func:`setup` and :func:`default_seed`).
+SEED_ENV = "CIFS_SEED"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,28 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def default_seed() -> int:
+    """The seed of a session that names none: ``CIFS_SEED`` if set, else 0.
+
+    The seed reaches every model the chapters train (``zoo`` recipes take the session's seed,
+    and it is part of each run's cache key) and every random choice a chapter makes, so
+    ``CIFS_SEED=3 make book`` builds the whole book from a second, independent set of models.
+
+    Raises:
+        ValueError: ``CIFS_SEED`` is set but is not an integer >= 0.
+    """
+    env = os.environ.get(SEED_ENV, "").strip()
+    if not env:
+        return 0
+    try:
+        seed = int(env)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise ValueError(f"{SEED_ENV} must be an integer >= 0, got {env!r} (unset it for the default seed 0)")
+    return seed
 
 
 def pick_device(profile: Profile, device: str | torch.device | None = None) -> tuple[torch.device, str | None]:
@@ -126,7 +151,7 @@ def cpu_threads(profile: Profile, threads: int | None = None) -> int | None:
 
 def setup(
     profile: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     *,
     device: str | None = None,
     threads: int | None = None,
@@ -137,7 +162,9 @@ def setup(
     Args:
         profile: ``"smoke"``, ``"laptop"``, ``"colab"`` or ``"paper"``. ``None`` reads the
             ``CIFS_PROFILE`` environment variable, and falls back to ``"smoke"``.
-        seed: seeds Python, NumPy and torch.
+        seed: seeds Python, NumPy and torch, and is the seed of every model the chapters load
+            through :mod:`cifs_edu.zoo`. ``None`` reads ``CIFS_SEED`` and falls back to 0
+            (see :func:`default_seed`).
         device: force ``"cpu"`` or ``"cuda"``; ``None`` picks CUDA when the profile wants it and it exists.
         threads: CPU threads for torch; ``None`` reads ``CIFS_THREADS``, else 1 for ``smoke``
             (fastest for its tiny models) and torch's default otherwise (see :func:`cpu_threads`).
@@ -148,6 +175,8 @@ def setup(
     """
     global _CURRENT
     prof = get_profile(profile)
+    if seed is None:
+        seed = default_seed()
     seed_everything(seed)
     dev, hint = pick_device(prof, device)
     n_threads = cpu_threads(prof, threads)
@@ -204,5 +233,5 @@ def current() -> Session:
     if _CURRENT is None:
         prof = get_profile(os.environ.get(PROFILE_ENV) or None)
         dev, _ = pick_device(prof)
-        _CURRENT = Session(profile=prof, device=dev, seed=0)
+        _CURRENT = Session(profile=prof, device=dev, seed=default_seed())
     return _CURRENT

@@ -53,11 +53,18 @@ def _profile_name(profile: str | Profile | None) -> str | Profile:
     return current().profile
 
 
+def _session_seed() -> int:
+    from .runtime import current
+
+    return current().seed
+
+
 def config(name: str, profile: str | Profile | None = None, **overrides: Any) -> TrainConfig:
     """The :class:`TrainConfig` of recipe ``name`` on ``profile`` (default: the active session's).
 
     ``overrides`` change any field (e.g. ``beta=0.1`` or ``model_options={"k": 3}``; a given
-    ``model_options`` is merged into the recipe's).
+    ``model_options`` is merged into the recipe's). The seed is the active session's
+    (``cifs_edu.setup(seed=...)`` or ``CIFS_SEED``) unless ``seed`` is given.
 
     Raises:
         ConfigError: unknown recipe name, or an invalid override.
@@ -68,6 +75,7 @@ def config(name: str, profile: str | Profile | None = None, **overrides: Any) ->
     if "model_options" in overrides:
         values["model_options"] = {**values.get("model_options", {}), **overrides.pop("model_options")}
     values.update(overrides)
+    values.setdefault("seed", _session_seed())
     return TrainConfig.from_profile(_profile_name(profile), **values)
 
 
@@ -100,11 +108,12 @@ SWEPT: tuple[str, ...] = ("cifs_at", "cifs_sigmoid", "cifs_softplus", "cas_at")
 SWEEP_ATTACKS: tuple[str, ...] = ("natural", "fgsm", "pgd20")
 
 
-def ablation(name: str, profile: str | Profile | None = None) -> TrainConfig:
-    """The :class:`TrainConfig` of ablation ``name`` (a key of :data:`ABLATIONS`) on ``profile``."""
+def ablation(name: str, profile: str | Profile | None = None, **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of ablation ``name`` (a key of :data:`ABLATIONS`) on ``profile``
+    (``overrides`` as in :func:`config`, e.g. ``seed``)."""
     if name not in ABLATIONS:
         raise ConfigError(f"unknown ablation {name!r}: choose one of {sorted(ABLATIONS)}")
-    return config("cifs_at", profile, **ABLATIONS[name])  # config() merges model_options into a new dict
+    return config("cifs_at", profile, **{**ABLATIONS[name], **overrides})  # config() merges model_options
 
 
 @dataclass(frozen=True)
@@ -117,8 +126,9 @@ class PlanItem:
     sweep: bool = False
 
 
-def book_plan(profile: str | Profile | None = None) -> list[PlanItem]:
-    """Every model the book's chapters train on ``profile``, with the beta_atk sweeps they run.
+def book_plan(profile: str | Profile | None = None, seed: int | None = None) -> list[PlanItem]:
+    """Every model the book's chapters train on ``profile`` with ``seed`` (default: the active
+    session's, i.e. ``CIFS_SEED`` or 0), with the beta_atk sweeps they run.
 
     The chapters ask for exactly these runs (``zoo.load``, the ablations chapter's
     variants) and sweeps (``evaluate_run(..., SWEEP_ATTACKS, sweep=True,
@@ -126,9 +136,11 @@ def book_plan(profile: str | Profile | None = None) -> list[PlanItem]:
     Swept models come first (they take longest).
     """
     prof = get_profile(_profile_name(profile))
-    items = [PlanItem(name, config(name, prof), prof.sweep_images, True) for name in SWEPT]
-    items += [PlanItem(f"ablation: {name}", ablation(name, prof), prof.sweep_images, True) for name in ABLATIONS]
-    items += [PlanItem(name, config(name, prof)) for name in RECIPES if name not in SWEPT]
+    seed = _session_seed() if seed is None else seed
+    items = [PlanItem(name, config(name, prof, seed=seed), prof.sweep_images, True) for name in SWEPT]
+    items += [PlanItem(f"ablation: {name}", ablation(name, prof, seed=seed), prof.sweep_images, True)
+              for name in ABLATIONS]
+    items += [PlanItem(name, config(name, prof, seed=seed)) for name in RECIPES if name not in SWEPT]
     return items
 
 
@@ -152,7 +164,7 @@ def _prepare_one(item: PlanItem, threads: int | None) -> dict[str, Any]:
 
 
 def prepare(profile: str | Profile | None = None, jobs: int = 1, *, threads: int | None = None,
-            log: Callable[[str], None] | None = print,
+            seed: int | None = None, log: Callable[[str], None] | None = print,
             on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Train every model of :func:`book_plan` and run its sweeps, ``jobs`` at a time.
 
@@ -184,9 +196,10 @@ def prepare(profile: str | Profile | None = None, jobs: int = 1, *, threads: int
         import os
 
         threads = max(1, (os.cpu_count() or 1) // jobs)
-    plan = book_plan(prof)
+    seed = _session_seed() if seed is None else seed
+    plan = book_plan(prof, seed)
     say = log or (lambda _msg: None)
-    say(f"[prepare] {len(plan)} models of the book on profile {prof.name!r}, {jobs} at a time")
+    say(f"[prepare] {len(plan)} models of the book on profile {prof.name!r}, seed {seed}, {jobs} at a time")
     t0 = time.perf_counter()
     done: list[dict[str, Any]] = []
 
