@@ -15,7 +15,10 @@ The two overlap: a chapter starts as soon as a training process has no model lef
 :mod:`cifs_edu.training.runlock`), so no core idles while the last models finish.
 
 So every chapter Sphinx reads is executed afresh, as ``execute_notebooks: force`` would do,
-only in parallel. A chapter that raises stops the build with its traceback. Pages that
+only in parallel. A chapter that raises does not stop the others: every page is written, the
+failed chapter's page opens with a box saying that it failed and showing the error, each failure
+is a Sphinx warning, and the build names the failed chapters at its end and exits non-zero
+(with or without ``-W``). Pages that
 Sphinx does not re-read (unchanged sources) are not executed, as with ``force``; delete
 ``_build`` (or ``make clean``) for a full rebuild.
 
@@ -42,7 +45,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["setup", "execute_notebooks", "book_jobs", "chapter_limit", "JOBS_ENV", "EXECUTE_ENV", "PREPARE_ENV",
+__all__ = ["setup", "execute_notebooks", "show_failure", "cell_errors", "book_jobs", "chapter_limit", "JOBS_ENV", "EXECUTE_ENV", "PREPARE_ENV",
            "CHAPTER_TIMEOUT_ENV", "BOOK_BUILD_ENV"]
 
 JOBS_ENV = "CIFS_BOOK_JOBS"
@@ -144,7 +147,8 @@ def chapter_limit() -> float | None:
 def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, timeout: int | None = None,
                       allow_errors: bool = False, limit: float | None = None, retries: int = 1,
                       log: Callable[[str], None] = print,
-                      capacity: Callable[[], int] | None = None) -> dict[str, dict[str, Any]]:
+                      capacity: Callable[[], int] | None = None,
+                      stop_on_error: bool = True) -> dict[str, dict[str, Any]]:
     """Execute notebooks ``jobs`` at a time, each in its own process and kernel (working directory: its folder).
 
     Args:
@@ -157,9 +161,12 @@ def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, 
             once (the book build gives the cores still training models to those models). An
             exception it raises stops everything (running notebooks are killed) and propagates.
 
+        stop_on_error: after the first failure start nothing new (running ones finish);
+            ``False`` runs every notebook whatever happens to the others.
+
     Returns:
         ``{name: {"nb": executed notebook node, "seconds": float, "error": traceback or None,
-        "attempts": int}}``; after the first failure nothing new is started (running ones finish).
+        "attempts": int}}`` for every notebook that ran.
     """
     import multiprocessing as mp
 
@@ -169,7 +176,8 @@ def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, 
     queue = [(name, nbformat.writes(nb), str(path.parent), 1) for name, nb, path in notebooks]
     running: list[dict[str, Any]] = []
     try:
-        return _run_queue(queue, running, ctx, jobs, timeout, allow_errors, limit, retries, log, capacity)
+        return _run_queue(queue, running, ctx, jobs, timeout, allow_errors, limit, retries, log, capacity,
+                          stop_on_error)
     finally:  # an exception (capacity, Ctrl-C): no orphaned kernels
         for job in running:
             _kill_tree(job["proc"].pid)
@@ -178,7 +186,7 @@ def execute_notebooks(notebooks: Sequence[tuple[str, Any, Path]], jobs: int, *, 
 
 def _run_queue(queue: list, running: list, ctx, jobs: int, timeout: int | None, allow_errors: bool,
                limit: float | None, retries: int, log: Callable[[str], None],
-               capacity: Callable[[], int] | None) -> dict[str, dict[str, Any]]:
+               capacity: Callable[[], int] | None, stop_on_error: bool = True) -> dict[str, dict[str, Any]]:
     import nbformat
 
     out: dict[str, dict[str, Any]] = {}
@@ -228,7 +236,7 @@ def _run_queue(queue: list, running: list, ctx, jobs: int, timeout: int | None, 
             out[name] = result
             log(f"[book] executed {name} in {result['seconds']:.1f} s" + (" (FAILED)" if result["error"] else "")
                 + (f" (attempt {job['attempt']})" if job["attempt"] > 1 else ""))
-            failed = failed or result["error"] is not None
+            failed = stop_on_error and (failed or result["error"] is not None)
     return out
 
 
@@ -319,8 +327,8 @@ def _before_read(app, env, docnames: list[str]) -> None:
         + (" (the first as soon as a core is free of training)" if preparer else ""))
     try:
         results = execute_notebooks(todo, jobs, timeout=nb_config.execution_timeout,
-                                    allow_errors=nb_config.execution_allow_errors, limit=chapter_limit(), log=say,
-                                    capacity=preparer.capacity if preparer else None)
+                                    allow_errors=True, limit=chapter_limit(), log=say,
+                                    capacity=preparer.capacity if preparer else None, stop_on_error=False)
     except _PrepareFailed as e:
         raise ExtensionError(str(e)) from e.__cause__
     finally:
@@ -328,15 +336,67 @@ def _before_read(app, env, docnames: list[str]) -> None:
             preparer.join()
     if preparer is not None and preparer.error is not None:  # failed after the last chapter had started
         raise ExtensionError(f"training the book's models failed: {preparer.error!r}") from preparer.error
-    failed = [name for name, r in results.items() if r["error"]]  # chapters not run are those after it
-    if failed:
-        raise ExtensionError(f"chapter {failed[0]} failed while executing:\n{results[failed[0]]['error']}")
     cache = get_cache(nb_config.execution_cache_path or ".jupyter_cache")
+    failed = getattr(app, "cifs_failed_chapters", {})
     for doc, _nb, path in todo:
         r = results[doc]
-        cache.cache_notebook_bundle(CacheBundleIn(r["nb"], str(path), data={"execution_seconds": r["seconds"]}),
+        nb = r["nb"]
+        if not nb_config.execution_allow_errors:  # cells ran past errors so that the page is complete
+            r["error"] = r["error"] or cell_errors(nb)
+        if r["error"]:
+            failed[doc] = r["error"]
+            nb = show_failure(nb, doc, r["error"])
+            logger.warning(f"[book] chapter {doc} failed while executing (its page shows the error):\n{r['error']}")
+        cache.cache_notebook_bundle(CacheBundleIn(nb, str(path), data={"execution_seconds": r["seconds"]}),
                                     check_validity=False, overwrite=True)
-    say(f"[book] models and chapters ready in {time.perf_counter() - t0:.0f} s")
+    app.cifs_failed_chapters = failed
+    say(f"[book] models and chapters ready in {time.perf_counter() - t0:.0f} s"
+        + (f"; {len(failed)} chapter(s) FAILED: {', '.join(sorted(failed))}" if failed else ""))
+
+
+def cell_errors(nb) -> str | None:
+    """The errors that cells of an executed notebook raised (one line each), or ``None``."""
+    lines = []
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                first = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
+                lines.append(f"code cell {i + 1} ({first[:60]!r}) raised {out['ename']}: {out['evalue']}")
+    return "\n".join(lines) or None
+
+
+def show_failure(nb, name: str, error: str):
+    """The executed notebook ``nb`` with a box at the top of its page saying that it failed, and why.
+
+    The box is an output of the first code cell (the cache matches notebooks by their code cells,
+    so no cell can be added); the failing cell keeps its own error output too.
+    """
+    import html
+
+    import nbformat
+
+    first = next((c for c in nb.cells if c.cell_type == "code"), None)
+    if first is None:
+        return nb
+    text = f"This chapter failed while the book was built: its claims or outputs cannot be trusted.\n\n{error}"
+    box = ('<div class="admonition error"><p class="admonition-title">Chapter failed: '
+           f'{html.escape(name)}</p><pre>{html.escape(error)}</pre></div>')
+    first.outputs = [nbformat.v4.new_output("display_data", data={"text/html": box, "text/plain": text}),
+                     *first.get("outputs", [])]
+    return nb
+
+
+def _report_failures(app, exception) -> None:
+    """``build-finished``: name every chapter that failed, as the build's last words, and exit non-zero."""
+    from sphinx.util import logging
+
+    failed = getattr(app, "cifs_failed_chapters", {})
+    if not failed or exception is not None:
+        return
+    logging.getLogger(__name__).warning(
+        f"[book] {len(failed)} chapter(s) failed while executing: {', '.join(sorted(failed))} "
+        "(every other page was built; the failed pages show the error)")
+    app.statuscode = 1
 
 
 #: chapters by decreasing execution time (measured, smoke profile), so the pool ends evenly
@@ -348,4 +408,5 @@ _SLOWEST_FIRST = ("09_reproducing", "05_adaptive_attacks", "06_is_it_real", "01_
 def setup(app) -> dict[str, Any]:
     """Register the hook (Sphinx entry point; listed under ``sphinx.extra_extensions`` in ``_config.yml``)."""
     app.connect("env-before-read-docs", _before_read)
+    app.connect("build-finished", _report_failures)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
