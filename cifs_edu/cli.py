@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--width", type=int, help="ResNet base width (64 = the paper's) or WRN widen factor")
     t.add_argument("--n-train", type=int, help="training images (overrides the profile)")
     t.add_argument("--beta", help="beta of the adaptive loss for CIFS/CAS training (default 2)")
-    t.add_argument("--seed", type=int, help="random seed (default 0)")
+    t.add_argument("--seed", type=int, help="random seed (default: $CIFS_SEED or 0)")
     t.add_argument("--imgf", choices=["softmax", "sigmoid", "softplus", "relu"], help="CIFS importance-mask function")
     t.add_argument("--k", type=int, help="CIFS top-k (default 2)")
     t.add_argument("--positions", help="CIFS/CAS positions, comma-separated (P1 = last block, P2 = second-to-last)")

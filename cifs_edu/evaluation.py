@@ -255,6 +255,8 @@ class ReportConfig:
         - ``colab``: 1,000 examples, ladder 10-20-100-200, 5 restarts, Square 2,000 queries;
         - ``paper``: 1,000 examples, ladder 10-20-100-500, 5 restarts of PGD-100, Square 5,000
           queries, APGD-100, the full beta sweep, the standard AutoAttack (100 steps, 5,000 queries).
+
+        The ``seed`` (example choice and random starts) is the active session's unless given.
         """
         prof = get_profile(profile)
         presets: dict[str, dict[str, Any]] = {
@@ -273,6 +275,9 @@ class ReportConfig:
         unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
         if unknown:
             raise ConfigError(f"unknown ReportConfig field(s) {unknown}")
+        from .runtime import current
+
+        values["seed"] = current().seed  # the session's (CIFS_SEED), unless overridden
         values.update(overrides)
         return cls(**values)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .profiles import PROFILE_ENV, Profile, get_profile
+from .profiles import PROFILE_ENV, ConfigError, Profile, get_profile
 
 __all__ = ["Session", "setup", "current", "seed_everything", "pick_device", "cpu_threads", "default_seed",
            "THREADS_ENV", "SEED_ENV"]
@@ -59,7 +59,7 @@ def default_seed() -> int:
     ``CIFS_SEED=3 make book`` builds the whole book from a second, independent set of models.
 
     Raises:
-        ValueError: ``CIFS_SEED`` is set but is not an integer >= 0.
+        ConfigError: ``CIFS_SEED`` is set but is not an integer >= 0.
     """
     env = os.environ.get(SEED_ENV, "").strip()
     if not env:
@@ -69,7 +69,7 @@ def default_seed() -> int:
     except ValueError:
         seed = -1
     if seed < 0:
-        raise ValueError(f"{SEED_ENV} must be an integer >= 0, got {env!r} (unset it for the default seed 0)")
+        raise ConfigError(f"{SEED_ENV} must be an integer >= 0, got {env!r} (unset it for the default seed 0)")
     return seed
 
 

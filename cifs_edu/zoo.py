@@ -75,7 +75,6 @@ def config(name: str, profile: str | Profile | None = None, **overrides: Any) ->
     if "model_options" in overrides:
         values["model_options"] = {**values.get("model_options", {}), **overrides.pop("model_options")}
     values.update(overrides)
-    values.setdefault("seed", _session_seed())
     return TrainConfig.from_profile(_profile_name(profile), **values)
 
 

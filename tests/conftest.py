@@ -33,3 +33,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _default_session(monkeypatch):
+    """Every test starts without a session and without CIFS_SEED (the session's seed feeds every
+    config built from a profile, so a test's setup(seed=...) must not leak into the next test)."""
+    from cifs_edu import runtime
+
+    monkeypatch.delenv("CIFS_SEED", raising=False)
+    monkeypatch.setattr(runtime, "_CURRENT", None)

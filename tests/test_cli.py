@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -91,6 +92,11 @@ def test_list_and_help(capsys):
     assert main(["prepare", "--plan", "--profile", "smoke"]) == 0
     plan = capsys.readouterr().out.splitlines()
     assert len(plan) == 14 and sum("sweep on 100 test images" in line for line in plan) == 8
+    from cifs_edu import zoo
+
+    assert main(["prepare", "--plan", "--profile", "smoke", "--seed", "3"]) == 0  # the seed's own runs
+    assert [re.search(r"smoke-\S+", line).group() for line in capsys.readouterr().out.splitlines()] == \
+        [item.config.run_name for item in zoo.book_plan("smoke", seed=3)]
 
 
 def _run(*args, env_home):

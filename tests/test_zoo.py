@@ -81,3 +81,32 @@ def test_prepare_reraises_a_workers_data_error(cifs_home, tmp_path):
     missing = get_profile("smoke").replace(dataset=f"folder:{tmp_path / 'no_such_folder'}")
     with pytest.raises((DataNotFoundError, ConfigError), match="no_such_folder"):
         zoo.prepare(missing, jobs=2, log=None)
+
+
+def test_the_session_seed_reaches_every_config_built_from_a_profile(monkeypatch):
+    """CIFS_SEED / setup(seed=...) retrains the whole book: recipes, ablations, table rows and reports."""
+    import cifs_edu
+    from cifs_edu.evaluation import ReportConfig
+
+    base = zoo.config("cifs_at", "smoke")
+    assert base.seed == 0
+    monkeypatch.setenv("CIFS_SEED", "3")
+    cifs_edu.setup(quiet=True)
+    assert cifs_edu.current().seed == 3
+    assert zoo.config("cifs_at", "smoke").seed == 3 and zoo.config("cifs_at", "smoke").key() != base.key()
+    assert zoo.ablation("top-1", "smoke").seed == 3
+    assert table_configs("table1_cifar10_resnet18_last", "smoke")["cifs"].seed == 3
+    assert ReportConfig.from_profile("smoke").seed == 3
+    assert zoo.config("cifs_at", "smoke", seed=1).seed == 1  # an explicit seed wins
+    assert {item.config.seed for item in zoo.book_plan("smoke")} == {3}
+    assert {item.config.seed for item in zoo.book_plan("smoke", seed=4)} == {4}
+    assert cifs_edu.setup(seed=2, quiet=True).seed == 2 and zoo.config("standard", "smoke").seed == 2
+
+
+def test_a_bad_cifs_seed_is_a_config_error(monkeypatch):
+    import cifs_edu
+
+    for bad in ("x", "-1", "1.5"):
+        monkeypatch.setenv("CIFS_SEED", bad)
+        with pytest.raises(ConfigError, match="CIFS_SEED must be an integer >= 0"):
+            cifs_edu.setup(quiet=True)

@@ -367,6 +367,10 @@ class TrainConfig:
         is used and no ``normalize`` is given (``model_options={"normalize": None}`` turns it off;
         another ``dataset`` gets none: the statistics belong to the profile's data).
 
+        The ``seed`` is the active session's (``cifs_edu.setup(seed=...)``, else ``CIFS_SEED``,
+        else 0) unless one is given, so that ``CIFS_SEED=3`` retrains every model of the book
+        with seed 3 (the seed is part of :meth:`key`).
+
         Raises:
             ConfigError: unknown profile, unknown field names, or invalid values (all listed).
         """
@@ -379,6 +383,10 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid fields: {[f.name for f in dataclasses.fields(cls)]}")
         values.update(overrides)
+        if "seed" not in values:
+            from ..runtime import current
+
+            values["seed"] = current().seed
         if prof.normalize is not None and values.get("dataset") == prof.dataset:
             opts = values.get("model_options") or {}
             if isinstance(opts, Mapping) and "normalize" not in opts:
