@@ -47,7 +47,8 @@ from ..outputs import ModelOutput
 from ..profiles import ConfigError
 from .fast import FastCopy, fast_copy
 
-__all__ = ["Attack", "format_eps", "model_name", "model_device", "eval_mode"]
+__all__ = ["Attack", "format_eps", "model_name", "model_device", "model_dtype", "check_inputs", "check_images",
+           "eval_mode"]
 
 _MASK_GRAD_MODES = ("detached", "full")
 
@@ -90,6 +91,47 @@ def eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     finally:
         for m, training in flags:
             m.training = training
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter (float32 for a model with none)."""
+    for t in model.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def check_inputs(x: Tensor, y: Tensor) -> None:
+    """Refuse what an attack cannot answer correctly: images outside [0, 1], non-float images,
+    labels that are not integers of the batch's length, and a call under ``inference_mode``.
+
+    Raises:
+        ValueError: with the values found and the fix; RuntimeError: inside ``torch.inference_mode()``.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("attacks need gradients with respect to the input: call them outside "
+                           "torch.inference_mode() (torch.no_grad() is fine, the attack turns gradients on itself)")
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point image tensor with values in [0, 1] (got "
+                         f"{x.dtype if torch.is_tensor(x) else type(x).__name__}); uint8 images: x.float() / 255")
+    if not torch.is_tensor(y) or y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() or y.dtype == torch.bool:
+        got = f"{y.dtype}, shape {tuple(y.shape)}" if torch.is_tensor(y) else type(y).__name__
+        raise ValueError(f"y must be a 1-D integer label tensor of length {x.shape[0] if x.dim() else 0} (got {got})")
+    check_images(x)
+
+
+def check_images(x: Tensor) -> None:
+    """Raise ValueError unless ``x`` is a non-empty float image batch with values in [0, 1]."""
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point image tensor with values in [0, 1] (got "
+                         f"{x.dtype if torch.is_tensor(x) else type(x).__name__}); uint8 images: x.float() / 255")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"x must hold at least one image, shape (N, C, H, W) (got shape {tuple(x.shape)})")
+    lo, hi = float(x.min()), float(x.max())
+    if not (lo >= -1e-5 and hi <= 1 + 1e-5):  # also catches NaN
+        raise ValueError(
+            f"x must lie in [0, 1] (got values from {lo:.4g} to {hi:.4g}). cifs_edu models take images in "
+            "[0, 1] and normalise inside; pass un-normalised images (0-255 pixels: divide by 255)")
 
 
 def _known_positions(model: nn.Module) -> tuple[str, ...] | None:
@@ -202,13 +244,20 @@ class Attack:
 
     # ------------------------------------------------------------------ public API
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        """Adversarial examples for ``(x, y)``: detached, same dtype/device as ``x``, in [0, 1] and the eps-ball."""
-        if not torch.is_tensor(x) or not x.is_floating_point():
-            raise TypeError("x must be a floating-point tensor with values in [0, 1]")
-        if not torch.is_tensor(y) or y.dim() != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"y must be a 1-D label tensor of length {x.shape[0]}")
+        """Adversarial examples for ``(x, y)``: detached, same dtype/device as ``x``, in [0, 1] and the eps-ball.
+
+        ``x``: float images (N, C, H, W) in [0, 1] (any float dtype: the attack runs in the model's
+        dtype and returns ``x``'s); ``y``: integer labels (N,).
+
+        Raises:
+            ValueError: ``x`` outside [0, 1] (e.g. 0-255 pixels or normalised inputs), mismatched
+                shapes, non-integer labels; RuntimeError: called under ``torch.inference_mode()``.
+        """
+        check_inputs(x, y)
+        if x.is_inference():  # made under inference_mode: a plain copy can be differentiated
+            x = x.clone()
         device = model_device(self.model)
-        xd = x.detach().to(device)
+        xd = x.detach().to(device=device, dtype=model_dtype(self.model))
         yd = y.detach().to(device)
         with self._attack_context():
             if self._fast is not None:
@@ -244,7 +293,8 @@ class Attack:
 
         Computed as the attack sees it (eval mode and ``mask_grad`` as configured).
         """
-        x = x.detach().requires_grad_(True)
+        check_inputs(x, y)
+        x = (x.clone() if x.is_inference() else x).detach().to(dtype=model_dtype(self.model)).requires_grad_(True)
         with self._attack_context():
             loss, _ = self.per_example_loss(x, y)
             (grad,) = torch.autograd.grad(loss.sum(), x)

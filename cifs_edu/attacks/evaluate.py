@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .base import eval_mode, model_device
+from .base import check_images, eval_mode, model_device, model_dtype
 
 __all__ = [
     "EvalResult",
@@ -156,7 +156,9 @@ def robust_accuracy(
     labels: list[Tensor] = []
     bar = tqdm(batches, total=total, disable=not progress, desc=name.split("(")[0], leave=False)
     for x, y in bar:
-        x = x.to(device, non_blocking=True)
+        if attack is None:
+            check_images(x)  # an attack checks its own inputs
+        x = x.to(device, dtype=model_dtype(model), non_blocking=True)
         y = y.to(device, non_blocking=True)
         if attack is not None:
             x = attack(x, y)  # the attack sets (and restores) its own model mode
@@ -164,7 +166,7 @@ def robust_accuracy(
             ranks.append(true_class_rank(model(x), y))
         labels.append(y)
     if not ranks:
-        return EvalResult(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), name)
+        raise ValueError("robust_accuracy: the data holds no examples (an accuracy of 0 images is undefined)")
     return EvalResult(torch.cat(ranks).cpu(), torch.cat(labels).cpu(), name)
 
 

@@ -1,0 +1,109 @@
+"""Bad or unusual inputs, through the API and the CLI: each gets one clear message (naming the value and
+the fix) or is handled correctly, before any work starts, and nothing a user had is written or lost."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cifs_edu
+from cifs_edu.attacks import FGSM, PGD, robust_accuracy
+from cifs_edu.models import build_model
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return build_model("resnet18", defense="none", width=2).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(4, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 3])
+
+
+# ---------------------------------------------------------------- attacks and evaluation: inputs
+@pytest.mark.parametrize("make_x, message", [
+    (lambda x: x * 255, r"x must lie in \[0, 1\] \(got values from .* to 25"),          # 0-255 pixels
+    (lambda x: (x - 0.5) / 0.25, r"x must lie in \[0, 1\].*normalise inside"),         # normalised inputs
+    (lambda x: x - 2, r"x must lie in \[0, 1\]"),                                       # all negative
+    (lambda x: torch.full_like(x, float("nan")), r"x must lie in \[0, 1\] \(got values from nan"),
+    (lambda x: (x * 255).to(torch.uint8), r"floating-point image tensor.*x.float\(\) / 255"),  # uint8
+    (lambda x: x[:0], r"at least one image"),                                           # empty batch
+])
+def test_attack_refuses_images_outside_the_unit_range(net, batch, make_x, message):
+    x, y = batch
+    with pytest.raises(ValueError, match=message):
+        PGD(net, 8 / 255, steps=2)(make_x(x), y[: len(make_x(x))])
+
+
+@pytest.mark.parametrize("make_y, message", [
+    (lambda y: y.float(), r"1-D integer label tensor of length 4 \(got torch.float32"),  # float labels
+    (lambda y: y[:3], r"length 4 \(got torch.int64, shape \(3,\)\)"),                   # wrong length
+    (lambda y: y[:, None], r"1-D integer label tensor"),                                # 2-D labels
+    (lambda y: y > 1, r"1-D integer label tensor.*torch.bool"),                         # boolean labels
+    (lambda y: [0, 1, 2, 3], r"1-D integer label tensor of length 4 \(got list\)"),     # a list
+])
+def test_attack_refuses_bad_labels(net, batch, make_y, message):
+    x, y = batch
+    with pytest.raises(ValueError, match=message):
+        FGSM(net, 8 / 255)(x, make_y(y))
+
+
+def test_attack_under_inference_mode_says_why(net, batch):
+    x, y = batch
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"outside torch.inference_mode\(\)"):
+        PGD(net, 8 / 255, steps=1)(x, y)
+
+
+def test_attack_on_inference_tensors_and_under_no_grad_works(net, batch):
+    x, y = batch
+    with torch.inference_mode():
+        xi = x.clone()  # an inference tensor
+    a = PGD(net, 8 / 255, steps=2)(xi, y)
+    with torch.no_grad():
+        b = PGD(net, 8 / 255, steps=2)(x, y)
+    assert torch.equal(a, b) and (a - x).abs().max() <= 8 / 255 + 1e-6
+
+
+def test_float64_and_float16_inputs_are_attacked_in_the_models_dtype(net, batch):
+    x, y = batch
+    ref = PGD(net, 8 / 255, steps=2)(x, y)
+    out64 = PGD(net, 8 / 255, steps=2)(x.double(), y)
+    assert out64.dtype == torch.float64 and torch.allclose(out64.float(), ref, atol=1e-6)
+    assert robust_accuracy(net, (x.double(), y), progress=False).accuracy == robust_accuracy(net, (x, y), progress=False).accuracy
+    g = PGD(net, 8 / 255, steps=1).input_gradient(x.double(), y)
+    assert g.dtype == torch.float32 and g.shape == x.shape
+
+
+def test_clean_accuracy_refuses_unnormalised_images_and_empty_data(net, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match=r"x must lie in \[0, 1\]"):
+        robust_accuracy(net, (x * 255, y), progress=False)
+    with pytest.raises(ValueError, match="holds no examples"):
+        robust_accuracy(net, (x[:0], y[:0]), progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"eps": 8}, r"eps must be in \[0, 1\].*8/255"),       # eps in pixel units
+    ({"eps": -0.1}, r"eps must be in \[0, 1\]"),
+    ({"eps": "8/255"}, "eps must be a number"),
+    ({"eps": 8 / 255, "loss": "kl"}, "loss must be 'ce' or 'adaptive'"),
+    ({"eps": 8 / 255, "loss": "adaptive", "beta_atk": "inf"}, "adaptive"),   # no probes to attack
+    ({"eps": 8 / 255, "beta_atk": -1, "loss": "adaptive"}, "beta"),
+])
+def test_attack_refuses_bad_settings(net, kwargs, message):
+    from cifs_edu.profiles import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        PGD(net, **kwargs)
+
+
+def test_setup_refuses_a_bad_seed_and_profile(monkeypatch):
+    from cifs_edu.profiles import ConfigError
+
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        cifs_edu.setup(seed=-3, quiet=True)
+    monkeypatch.setenv("CIFS_SEED", "three")
+    with pytest.raises(ConfigError, match="CIFS_SEED must be an integer >= 0, got 'three'"):
+        cifs_edu.setup(quiet=True)
