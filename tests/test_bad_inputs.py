@@ -107,3 +107,51 @@ def test_setup_refuses_a_bad_seed_and_profile(monkeypatch):
     monkeypatch.setenv("CIFS_SEED", "three")
     with pytest.raises(ConfigError, match="CIFS_SEED must be an integer >= 0, got 'three'"):
         cifs_edu.setup(quiet=True)
+
+
+# ---------------------------------------------------------------- evaluate_run / `eval`: before loading anything
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": -5}, r"n must be a number of test images >= 1.*got -5"),
+    ({"n": 0}, r"n must be a number of test images >= 1.*got 0"),
+    ({"n": 2.5}, r"n must be a number of test images"),
+    ({"attacks": []}, "attacks must be a non-empty list"),
+    ({"attacks": "pgd20"}, "attacks must be a non-empty list"),
+    ({"attacks": ["pgd-twenty"]}, "pgd-twenty"),
+    ({"sweep": "yes"}, "sweep must be True or False"),
+    ({"beta": -2}, "beta"),
+])
+def test_evaluate_run_refuses_bad_requests_before_loading(tmp_path, kwargs, message):
+    from cifs_edu.profiles import ConfigError
+    from cifs_edu.training import evaluate_run
+
+    args = {"attacks": ["pgd20"], **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        evaluate_run(tmp_path / "no-such-run", **args)  # fails on the request, not on the missing run
+    assert not (tmp_path / "no-such-run").exists()
+
+
+def test_evaluate_run_on_a_missing_checkpoint_names_it(tmp_path):
+    from cifs_edu.training import evaluate_run
+
+    (tmp_path / "empty-run").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*empty-run/last.pt"):
+        evaluate_run(tmp_path / "empty-run", ["natural"])
+    assert list((tmp_path / "empty-run").iterdir()) == []  # nothing written into the user's folder
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "RUN", "--n", "-5"], "n must be a number of test images >= 1"),
+    (["eval", "RUN", "--n", "0"], "n must be a number of test images >= 1"),
+    (["eval", "RUN", "--attack", "pgd-twenty"], "pgd-twenty"),
+    (["eval", "RUN", "--beta-atk", "-1"], "beta"),
+    (["eval", "MISSING"], "no checkpoint at"),
+])
+def test_cli_eval_bad_inputs_are_one_line_errors(tmp_path, capsys, argv, message):
+    from cifs_edu.cli import main
+
+    (tmp_path / "run").mkdir()
+    argv = [str(tmp_path / "run") if a == "RUN" else str(tmp_path / "missing") if a == "MISSING" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert list((tmp_path / "run").iterdir()) == []

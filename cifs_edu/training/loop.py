@@ -43,6 +43,7 @@ from .data import EpochPlan, TensorSplits, augment_batch, derive_seed, load_tens
 from .evaluate import accuracy_counts, evaluate_model
 from .methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
 from .runlock import run_lock
+from .specs import parse_attack
 
 __all__ = ["TrainResult", "train", "load_or_train", "load_model", "run_dir_for", "read_history", "curves", "evaluate_run"]
 
@@ -593,10 +594,13 @@ def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last",
     """
     import hashlib
 
+    _check_eval_request(attacks, n, sweep, beta)
     path = _checkpoint_path(source, which)
-    if path.is_file():
+    if path.parent.is_dir():
         with run_lock(path.parent):  # a run being trained (or prepared) elsewhere: wait until it is done
             pass
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: give a run folder (holding {which}.pt) or a .pt file")
     model = load_model(path, device=device)
     config: TrainConfig = model.train_config  # type: ignore[attr-defined]
     dev = _resolve_device(config, device)
@@ -614,6 +618,32 @@ def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last",
         if cache and out_path.is_file():
             return read_json(out_path)
         return _evaluate(path, which, model, config, list(attacks), n, sweep, beta, dev, spec, out_path, progress, cache)
+
+
+def _check_eval_request(attacks: Any, n: Any, sweep: Any, beta: Any) -> None:
+    """Validate :func:`evaluate_run`'s arguments before anything is loaded (one ConfigError listing all)."""
+    from ..losses import parse_beta
+
+    problems = []
+    if isinstance(attacks, str) or not isinstance(attacks, (list, tuple)) or not attacks:
+        problems.append(f"attacks must be a non-empty list of attack names (got {attacks!r})")
+    else:
+        for a in attacks:
+            try:
+                parse_attack(a)
+            except ValueError as e:
+                problems.append(str(e))
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        problems.append(f"n must be a number of test images >= 1, or None for the run's eval_n (got {n!r})")
+    if not isinstance(sweep, bool):
+        problems.append(f"sweep must be True or False (got {sweep!r})")
+    if beta is not None:
+        try:
+            parse_beta(beta)
+        except ValueError as e:
+            problems.append(f"beta: {e}")
+    if problems:
+        raise ConfigError("invalid evaluation: " + "; ".join(problems))
 
 
 def _evaluate(path: Path, which: str, model: nn.Module, config: TrainConfig, attacks: list[str], n: int | None,
