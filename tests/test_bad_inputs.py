@@ -2,6 +2,8 @@
 the fix) or is handled correctly, before any work starts, and nothing a user had is written or lost."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -155,3 +157,64 @@ def test_cli_eval_bad_inputs_are_one_line_errors(tmp_path, capsys, argv, message
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert list((tmp_path / "run").iterdir()) == []
+
+
+# ---------------------------------------------------------------- run folders: never destroy what is not ours
+def _tiny_config(**kw):
+    from cifs_edu.training import TrainConfig
+
+    return TrainConfig.from_profile("smoke", n_train=40, n_val=0, n_test=20, epochs=1, eval_n=20, width=2,
+                                    batch_size=20, train_steps=1, eval_attacks=("natural",), eval_best=False, **kw)
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_train_refuses_a_folder_of_someone_elses_files_and_touches_nothing(tmp_path, cifs_home):
+    from cifs_edu.profiles import ConfigError
+    from cifs_edu.training import train
+
+    mine = tmp_path / "my-project"
+    (mine / "eval").mkdir(parents=True)
+    (mine / "results.json").write_text('{"mine": true}')
+    (mine / "eval" / "notes.txt").write_text("keep me")
+    (mine / "paper.tex").write_text("\\documentclass{article}")
+    before = _snapshot(mine)
+    for resume in (True, False):
+        with pytest.raises(ConfigError, match=r"already holds files that cifs_edu did not write \(paper.tex\)"):
+            train(_tiny_config(), run_dir=mine, resume=resume, progress=False)
+    assert _snapshot(mine) == before
+
+
+def test_train_refuses_a_file_and_an_unwritable_folder_before_any_work(tmp_path, cifs_home, monkeypatch):
+    from cifs_edu.profiles import ConfigError
+    from cifs_edu.training import rundir, train
+
+    f = tmp_path / "a-file"
+    f.write_text("data")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        train(_tiny_config(), run_dir=f, progress=False)
+    assert f.read_text() == "data"
+    # a read-only place (root, who runs CI, may write anywhere: the permission answer is simulated)
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    monkeypatch.setattr(rundir.os, "access", lambda path, mode: Path(path) != ro)
+    with pytest.raises(ConfigError, match=r"cannot write the run folder .*read-only/run: .*read-only is not writable"):
+        train(_tiny_config(), run_dir=ro / "run", progress=False)
+    assert list(ro.iterdir()) == []
+
+
+def test_no_resume_deletes_only_what_the_run_wrote(tmp_path, cifs_home):
+    from cifs_edu.training import train
+
+    run = tmp_path / "run"
+    first = train(_tiny_config(), run_dir=run, progress=False)
+    assert (run / ".cifs_edu_run").is_file() and (run / "last.pt").is_file() and first.metrics is not None
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / "my-notes.txt").write_text("keep me")
+    (run / "eval" / "last-0123456789.json").write_text("{}")  # an evaluation of ours
+    again = train(_tiny_config(), run_dir=run, resume=False, progress=False)
+    assert again.trained_epochs == 1
+    assert (run / "eval" / "my-notes.txt").read_text() == "keep me"
+    assert not (run / "eval" / "last-0123456789.json").exists()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from .config import RUNTIME_FIELDS, TrainConfig
 from .data import EpochPlan, TensorSplits, augment_batch, derive_seed, load_tensors
 from .evaluate import accuracy_counts, evaluate_model
 from .methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
+from .rundir import check_run_dir, clear_run, mark_run_dir
 from .runlock import run_lock
 from .specs import parse_attack
 
@@ -232,8 +232,9 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
         config: the run.
         run_dir: its folder (default ``runs_dir() / config.run_name``).
         resume: continue from ``run_dir/last.pt`` when it exists (a finished run is only
-            re-evaluated if ``results.json`` is missing); ``False`` deletes the folder's
-            previous run and starts over.
+            re-evaluated if ``results.json`` is missing); ``False`` deletes the files of the
+            folder's previous run (:func:`~cifs_edu.training.rundir.clear_run`: nothing else) and
+            starts over.
         progress: tqdm progress bars.
         device: ``"cpu"``/``"cuda"``; default from the profile (CUDA when available and wanted).
         max_epochs: stop once this many epochs are done (the run stays resumable); for
@@ -243,6 +244,8 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
         a :class:`TrainResult`.
 
     Raises:
+        ConfigError: ``run_dir`` is a file, not writable, or a folder of someone else's files
+            (:func:`~cifs_edu.training.rundir.check_run_dir`), before any work.
         cifs_edu.datasets.DataNotFoundError: data missing (before any training).
         CheckpointError / CheckpointMismatchError: ``last.pt`` unusable or from another config.
 
@@ -251,6 +254,7 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
     """
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig (got {type(config).__name__})")
+    check_run_dir(Path(run_dir) if run_dir is not None else run_dir_for(config))  # before any work
     with run_lock(Path(run_dir) if run_dir is not None else run_dir_for(config)):
         return _train(config, run_dir=run_dir, resume=resume, progress=progress, device=device, max_epochs=max_epochs)
 
@@ -292,9 +296,9 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
         payload = load_checkpoint(last_path, kind="full")
         check_config(payload, config, last_path)
     elif not resume and info.rank == 0 and run_dir.exists():
-        for name in (LAST, BEST, HISTORY, RESULTS):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "eval", ignore_errors=True)
+        clear_run(run_dir)  # only what a run wrote
+    if info.rank == 0:
+        mark_run_dir(run_dir, config.key())
     dist.barrier()
 
     torch.manual_seed(derive_seed(config.seed, "init"))
@@ -520,6 +524,7 @@ def load_or_train(config: TrainConfig, *, run_dir: str | Path | None = None, pro
         CheckpointMismatchError: ``run_dir`` holds a run of another configuration.
     """
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    check_run_dir(run_dir)
     with run_lock(run_dir):  # another process training this run: wait for it, then load its result
         return _load_or_train(config, run_dir, progress, device)
 
