@@ -11,6 +11,11 @@ A run folder (``runs_dir()/<run name>``) holds:
 ``results.json``   final test-set metrics of the last (and best) model, written at the end
 =================  =====================================================================
 
+Every checkpoint carries ``weights_sha256``, a digest of its weights (:func:`weights_digest`), which
+:func:`load_checkpoint` verifies: a file whose weights changed on disk (flipped bytes, a partial
+copy) is refused instead of loaded. Evaluations cached beside a run record the digest of the
+weights they were computed on and are reused only for those weights.
+
 Every file is written to a temporary file in the same folder and moved into place with
 :func:`os.replace`, so an interrupted write never leaves a truncated checkpoint. Payloads
 hold only tensors and plain Python types, so they load with ``torch.load(...,
@@ -41,6 +46,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "check_config",
+    "weights_digest",
 ]
 
 FORMAT = "cifs_edu.checkpoint/1"
@@ -130,6 +136,22 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+# ---------------------------------------------------------------------- weights digest
+def weights_digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a state_dict: every tensor's name, dtype, shape and bytes, in key order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        if not torch.is_tensor(t):
+            continue
+        t = t.detach().cpu().contiguous().reshape(-1)  # 0-d tensors (BN counters) too
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------------- loading
 def _torch_load(path: Path) -> Any:
     # MultiStepLR keeps its milestones in a collections.Counter: the only non-plain type allowed.
@@ -164,6 +186,15 @@ def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None) -> dict
         raise CheckpointError(f"checkpoint {path} lacks {missing}; {advice}")
     if kind is not None and payload["kind"] != kind and not (kind == "weights" and payload["kind"] == "full"):
         raise CheckpointError(f"{path} holds {payload['kind']!r} state, expected {kind!r}")
+    saved = payload.get("weights_sha256")
+    if saved is not None:
+        if not isinstance(payload["model"], Mapping) or weights_digest(payload["model"]) != saved:
+            raise CheckpointError(f"checkpoint {path} is corrupt: its weights do not match the digest saved with them; {advice}")
+    else:  # written before checkpoints carried a digest: loadable, but unverified
+        import warnings
+
+        warnings.warn(f"checkpoint {path} has no weights digest (written by an older cifs_edu): it cannot be "
+                      "verified; retrain it to get one", stacklevel=2)
     return payload
 
 

@@ -218,3 +218,33 @@ def test_no_resume_deletes_only_what_the_run_wrote(tmp_path, cifs_home):
     assert again.trained_epochs == 1
     assert (run / "eval" / "my-notes.txt").read_text() == "keep me"
     assert not (run / "eval" / "last-0123456789.json").exists()
+
+
+# ---------------------------------------------------------------- checkpoints and cached evaluations
+def test_flipped_bytes_in_a_checkpoint_are_refused_and_a_cached_evaluation_needs_the_same_weights(tmp_path, cifs_home):
+    import torch as _torch
+
+    from cifs_edu.checkpoint import CheckpointError, load_checkpoint, weights_digest
+    from cifs_edu.training import evaluate_run, load_model, train
+
+    run = tmp_path / "run"
+    train(_tiny_config(), run_dir=run, progress=False)
+    first = evaluate_run(run, ["natural"], n=20, progress=False)
+    assert first["weights_sha256"] == load_model(run).weights_sha256
+    # other valid weights under the same name: the saved evaluation is not reused
+    payload = load_checkpoint(run / "last.pt")
+    payload["model"] = {k: (v + 0.5 if v.is_floating_point() else v) for k, v in payload["model"].items()}
+    payload["weights_sha256"] = weights_digest(payload["model"])
+    _torch.save(payload, run / "last.pt")
+    again = evaluate_run(run, ["natural"], n=20, progress=False)
+    assert again["weights_sha256"] == payload["weights_sha256"] != first["weights_sha256"]
+    # the same weights with a few flipped bytes: refused, with the file named
+    data = bytearray((run / "last.pt").read_bytes())
+    vec = next(v for v in payload["model"].values() if v.is_floating_point() and v.dim() == 1 and v.numel() >= 4)
+    blob = vec[:4].numpy().tobytes()  # a BatchNorm vector: stored as it is laid out
+    at = data.find(blob)
+    assert at > 0
+    data[at:at + 4] = bytes(b ^ 0xFF for b in data[at:at + 4])
+    (run / "last.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"last.pt is corrupt: its weights do not match the digest"):
+        evaluate_run(run, ["natural"], n=20, progress=False)

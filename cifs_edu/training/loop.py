@@ -33,7 +33,7 @@ import torch.nn as nn
 from .. import distributed as dist
 from ..checkpoint import (
     FORMAT, CheckpointError, CheckpointMismatchError, atomic_write_bytes, atomic_torch_save, check_config,
-    load_checkpoint, read_json, rng_state, set_rng_state, write_json,
+    load_checkpoint, read_json, rng_state, set_rng_state, weights_digest, write_json,
 )
 from ..paths import runs_dir
 from ..profiles import PROFILES, ConfigError
@@ -421,13 +421,16 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
             best = {"epoch": epoch + 1, "val_pgd": record["val_pgd"], "val_clean": record["val_clean"]}
         if info.rank == 0:
             state = model.state_dict()
+            digest = weights_digest(state)
             if improved:
                 atomic_torch_save({"format": FORMAT, "kind": "weights", "version": __version__,
                                    "config": config.to_dict(), "key": config.key(), "epoch": epoch + 1,
-                                   "model": state, "data": data_info, "best": best}, run_dir / BEST)
+                                   "model": state, "weights_sha256": digest, "data": data_info, "best": best},
+                                  run_dir / BEST)
             atomic_torch_save({
                 "format": FORMAT, "kind": "full", "version": __version__, "config": config.to_dict(),
-                "key": config.key(), "epoch": epoch + 1, "model": state, "optimizer": optimizer.state_dict(),
+                "key": config.key(), "epoch": epoch + 1, "model": state, "weights_sha256": digest,
+                "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
                 "rng": rng_state(), "history": history, "best": best, "data": data_info, "train_time_s": elapsed,
             }, run_dir / LAST)
@@ -452,12 +455,13 @@ def _results(model, data, config, run_dir, history, best, data_info, elapsed, de
     t0 = time.perf_counter()
     ev_last = _final_eval(model, data, config, progress)
     ev_best = None
+    digests = {"last": weights_digest(model.state_dict()), "best": None}
     if config.eval_best and best.get("epoch") is not None:
         if best["epoch"] == len(history):
-            ev_best = ev_last
+            ev_best, digests["best"] = ev_last, digests["last"]
         else:
             bmodel = load_model(run_dir, "best", device=dev)
-            ev_best = _final_eval(bmodel, data, config, progress)
+            ev_best, digests["best"] = _final_eval(bmodel, data, config, progress), bmodel.weights_sha256
     metrics = {
         "key": config.key(),
         "run_name": config.run_name,
@@ -469,6 +473,7 @@ def _results(model, data, config, run_dir, history, best, data_info, elapsed, de
         "last": ev_last["accuracy"],
         "best": ev_best["accuracy"] if ev_best else None,
         "details": {"last": ev_last, "best": ev_best},
+        "weights_sha256": digests,  # the weights these numbers belong to (see evaluate_run)
         "data": data_info,
         "train_time_s": elapsed,
         "eval_time_s": time.perf_counter() - t0,
@@ -509,6 +514,8 @@ def load_model(source: str | Path, which: str = "last", *, device: Any = None) -
     _load_weights(model, payload["model"], path)
     model.train_config = config  # type: ignore[attr-defined]
     model.checkpoint_epoch = int(payload["epoch"])  # type: ignore[attr-defined]
+    # verified by load_checkpoint when saved; computed for checkpoints written before digests existed
+    model.weights_sha256 = payload.get("weights_sha256") or weights_digest(payload["model"])  # type: ignore[attr-defined]
     return model.to(torch.device(device) if device is not None else "cpu").eval()
 
 
@@ -556,7 +563,8 @@ def _from_final_eval(path: Path, which: str, model: nn.Module, config: TrainConf
     The final test evaluation of :func:`train` runs each attack of ``eval_attacks`` with the same
     seed, images, beta and batch size as :func:`evaluate_run` would; every attack is built and
     run on its own, so a subset of them gives the same numbers (tested). ``None`` when anything
-    differs: another checkpoint epoch, ``n``, ``beta``, ``sweep``, device type or attack.
+    differs: other weights (their digest), checkpoint epoch, ``n``, ``beta``, ``sweep``, device
+    type or attack.
     """
     results = path.parent / RESULTS
     if not results.is_file():
@@ -568,6 +576,7 @@ def _from_final_eval(path: Path, which: str, model: nn.Module, config: TrainConf
     except (OSError, ValueError, AttributeError):
         return None
     if (not details or metrics.get("key") != config.key() or metrics.get("eval") != config.eval_dict()
+            or (metrics.get("weights_sha256") or {}).get(which) != getattr(model, "weights_sha256", None)
             or epoch != getattr(model, "checkpoint_epoch", None) or path.name != f"{which}.pt"
             or n != config.eval_n or sweep != config.eval_sweep or beta != config.beta
             or torch.device(str(metrics.get("device", "cpu"))).type != dev.type
@@ -590,7 +599,8 @@ def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last",
     proceed in parallel. An evaluation identical to the run's final test evaluation (same
     checkpoint, attacks among ``eval_attacks``, ``n == eval_n``, the training beta, same
     ``sweep``) is read from its ``results.json`` instead of being computed again; ``cache=False``
-    always computes.
+    always computes. A saved result is used only for the weights it was computed on (their
+    SHA-256, :func:`~cifs_edu.checkpoint.weights_digest`); other weights are evaluated afresh.
 
     Args:
         source: run folder or ``.pt`` file; which: ``"last"`` or ``"best"``.
@@ -616,13 +626,22 @@ def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last",
             "sweep": sweep, "beta": beta, "aa_n": config.aa_n}
     tag = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
     out_path = path.parent / "eval" / f"{path.stem}-{tag}.json"
-    if cache and out_path.is_file():
-        return read_json(out_path)
+    digest = model.weights_sha256  # type: ignore[attr-defined]
+    if cache and (saved := _cached(out_path, digest)) is not None:
+        return saved
     # the same evaluation running in another process: wait for its result (other evaluations of the run go on)
     with run_lock(out_path.with_suffix("")):
-        if cache and out_path.is_file():
-            return read_json(out_path)
+        if cache and (saved := _cached(out_path, digest)) is not None:
+            return saved
         return _evaluate(path, which, model, config, list(attacks), n, sweep, beta, dev, spec, out_path, progress, cache)
+
+
+def _cached(out_path: Path, digest: str) -> dict[str, Any] | None:
+    """A saved evaluation, only if it was computed on the weights with this digest."""
+    if not out_path.is_file():
+        return None
+    result = read_json(out_path)
+    return result if result.get("weights_sha256") == digest else None
 
 
 def _check_eval_request(attacks: Any, n: Any, sweep: Any, beta: Any) -> None:
@@ -657,7 +676,8 @@ def _evaluate(path: Path, which: str, model: nn.Module, config: TrainConfig, att
     if cache:
         same = _from_final_eval(path, which, model, config, list(attacks), n, sweep, beta, dev)
         if same is not None:
-            result = {"spec": spec, "run_name": config.run_name, "key": config.key(), **same, "path": str(out_path)}
+            result = {"spec": spec, "run_name": config.run_name, "key": config.key(),
+                      "weights_sha256": model.weights_sha256, **same, "path": str(out_path)}
             if dist.is_main():
                 write_json(out_path, result)
             return result
@@ -666,7 +686,8 @@ def _evaluate(path: Path, which: str, model: nn.Module, config: TrainConfig, att
     ev = evaluate_model(model, data.x_test[:k], data.y_test[:k], attacks, eps=config.eps, adaptive=config.adaptive,
                         beta=beta, sweep=sweep, batch_size=config.eval_batch_size, aa_n=config.aa_n,
                         num_classes=data.num_classes, seed=config.seed, progress=progress)
-    result = {"spec": spec, "run_name": config.run_name, "key": config.key(), **ev, "path": str(out_path)}
+    result = {"spec": spec, "run_name": config.run_name, "key": config.key(),
+              "weights_sha256": model.weights_sha256, **ev, "path": str(out_path)}
     if dist.is_main():
         write_json(out_path, result)
     return result
