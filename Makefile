@@ -16,10 +16,10 @@ XDIST   := -n $(JOBS) --dist loadscope
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(PY) || { echo "[env] creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
-	@echo "[env] installing cifs_edu (editable) with the book and test extras"
-	$(PY) -m pip install --disable-pip-version-check -q -e ".[book,test]"
+	@echo "[env] installing cifs_edu (editable) with the data, book and test extras, at the versions of constraints.txt"
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[data,book,test]"
 	@# torchattacks pins requests~=2.25 in its metadata, which would break Sphinx: install it without deps.
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps $(TORCHATTACKS)
 	@touch $(STAMP)

@@ -317,7 +317,13 @@ def _not_found(name: str, root: Path, download: bool, cause: BaseException) -> D
 
 def _torchvision(name: str, root: Path, download: bool) -> tuple[ImageTensorDataset, ImageTensorDataset]:
     """Load a torchvision data set (real downloader) and convert it to uint8 tensors once."""
-    import torchvision.datasets as tvd
+    try:
+        import torchvision.datasets as tvd
+    except ImportError as e:
+        raise DataNotFoundError(
+            f"data set {name!r} is read through torchvision's downloader, and torchvision is not installed "
+            f"({e}). Fix: pip install torchvision (the build that matches your torch), or pip install "
+            "'cifs_edu[data]'; or use 'folder:<path>' with the images in folders") from None
 
     def make(train: bool):
         if name == "cifar10":

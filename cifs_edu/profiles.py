@@ -283,15 +283,22 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str | Profile | None = None) -> Profile:
-    """Look up a profile by name; ``None`` reads ``CIFS_PROFILE`` and defaults to ``"smoke"``."""
+    """Look up a profile by name; ``None`` reads ``CIFS_PROFILE`` and defaults to ``"smoke"``.
+
+    ``"auto"`` is ``colab`` when a CUDA GPU is available (e.g. a Colab GPU runtime), else ``smoke``.
+    """
     if isinstance(name, Profile):
         return name
     if name is None:
         name = os.environ.get(PROFILE_ENV, "").strip() or "smoke"
     key = str(name).strip().lower()
+    if key == "auto":
+        import torch
+
+        key = "colab" if torch.cuda.is_available() else "smoke"
     if key not in PROFILES:
         raise ConfigError(
-            f"unknown profile {name!r}: choose one of {sorted(PROFILES)} "
+            f"unknown profile {name!r}: choose one of {sorted(PROFILES)} or 'auto' "
             f"(set {PROFILE_ENV} or pass setup(profile=...))"
         )
     return PROFILES[key]

@@ -160,8 +160,10 @@ def setup(
     """Prepare a chapter or script and print what will produce its numbers.
 
     Args:
-        profile: ``"smoke"``, ``"laptop"``, ``"colab"`` or ``"paper"``. ``None`` reads the
-            ``CIFS_PROFILE`` environment variable, and falls back to ``"smoke"``.
+        profile: ``"smoke"``, ``"laptop"``, ``"colab"`` or ``"paper"``; ``"auto"`` picks ``colab``
+            when a CUDA GPU is available (e.g. a Colab GPU runtime) and ``smoke`` otherwise. ``None``
+            reads the ``CIFS_PROFILE`` environment variable, and falls back to ``"smoke"`` (with a
+            printed hint when a GPU is there to use).
         seed: seeds Python, NumPy and torch, and is the seed of every model the chapters load
             through :mod:`cifs_edu.zoo`. ``None`` reads ``CIFS_SEED`` and falls back to 0
             (see :func:`default_seed`).
@@ -174,11 +176,18 @@ def setup(
         The :class:`Session` (also available later through :func:`current`).
     """
     global _CURRENT
+    asked = profile if profile is not None else (os.environ.get(PROFILE_ENV, "").strip() or None)
     prof = get_profile(profile)
+    if asked is None and prof.name == "smoke" and device is None and torch.cuda.is_available():
+        hint = ("a CUDA GPU is available: cifs_edu.setup(profile='colab') (or 'auto') trains the "
+                "CIFAR-10 models of the colab profile on it; smoke runs on synthetic data")
+    else:
+        hint = None
     if seed is None:
         seed = default_seed()
     seed_everything(seed)
-    dev, hint = pick_device(prof, device)
+    dev, device_hint = pick_device(prof, device)
+    hint = device_hint or hint
     n_threads = cpu_threads(prof, threads)
     if n_threads is not None:
         torch.set_num_threads(n_threads)

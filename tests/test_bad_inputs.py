@@ -248,3 +248,16 @@ def test_flipped_bytes_in_a_checkpoint_are_refused_and_a_cached_evaluation_needs
     (run / "last.pt").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"last.pt is corrupt: its weights do not match the digest"):
         evaluate_run(run, ["natural"], n=20, progress=False)
+
+
+def test_a_torchvision_data_set_without_torchvision_says_how_to_get_it(tmp_path, monkeypatch):
+    """torchvision is an extra (cifs_edu[data]); without it the downloaders fail with the fix."""
+    import sys
+
+    from cifs_edu.datasets import DataNotFoundError, load_data
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    with pytest.raises(DataNotFoundError, match=r"torchvision is not installed.*pip install torchvision.*cifs_edu\[data\]"):
+        load_data("cifar10", root=tmp_path, download=False)
+    assert list(tmp_path.iterdir()) == []

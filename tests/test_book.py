@@ -51,13 +51,21 @@ def test_notebook_is_paired_in_sync_and_output_free(md, tmp_path):
     assert fresh["cells"] == nb["cells"], f"{nb_path.name} is out of sync with {md.name}: run `make sync`"
 
 
+def _version() -> str:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.name)
 def test_chapter_starts_with_colab_install_then_setup(md):
     cells = re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", md.read_text(), re.S)
     assert cells, f"{md.name} has no code cells"
     first = cells[0]
     assert '"google.colab" in sys.modules' in first and "pip" in first, "first cell must be the Colab-only install"
-    assert f"git+{REPO_URL}" in first, "the Colab install must use the repository URL of _config.yml"
+    assert f"git+{REPO_URL}@v{_version()}" in first, \
+        "the Colab install must use the repository URL of _config.yml at the release tag of pyproject's version"
+    assert "--no-deps" not in first.split("torchattacks")[0], "cifs_edu itself installs with its (ranged) dependencies"
     assert "cifs_edu.setup(" in cells[1], "the second code cell must call cifs_edu.setup(...)"
 
 

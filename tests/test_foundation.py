@@ -194,21 +194,43 @@ def test_paper_tables_and_comparison():
     assert frame.loc[("vanilla", "paper"), "natural"] == 84.56
 
 
-def _pins_from_pyproject() -> dict[str, str]:
+def _pins() -> dict[str, str]:
+    """constraints.txt: the exact versions the book is built and tested with."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==(\S+)", line)
+            assert m, f"constraints.txt line {line!r} is not an exact pin"
+            pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def _pyproject_requirements() -> list[str]:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     reqs = list(data["project"]["dependencies"])
     for extra in data["project"]["optional-dependencies"].values():
         reqs += extra
-    pins = {}
-    for r in reqs:
-        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^;\s]+)", r.strip())
-        assert m, f"pyproject dependency {r!r} is not pinned with =="
-        pins[m.group(1).lower()] = m.group(2)
-    return pins
+    return reqs
 
 
-def test_environment_yml_matches_pyproject_pins():
-    pins = _pins_from_pyproject()
+def test_pyproject_states_ranges_that_the_constraints_satisfy():
+    """pip install cifs_edu must not force exact versions on a user's environment (e.g. Colab's torch)."""
+    from packaging.requirements import Requirement
+
+    pins = _pins()
+    names = set()
+    for text in _pyproject_requirements():
+        req = Requirement(text)
+        assert not any(s.operator == "==" for s in req.specifier), f"{text}: a range, not an exact pin"
+        assert req.name.lower() in pins, f"{req.name} has no exact version in constraints.txt"
+        assert req.specifier.contains(pins[req.name.lower()]), f"constraints.txt {req.name}=={pins[req.name.lower()]} is outside {text}"
+        names.add(req.name.lower())
+    assert names == set(pins)  # nothing pinned that is not required, nothing required that is not pinned
+
+
+def test_environment_yml_matches_the_constraints():
+    pins = _pins()
     text = (ROOT / "environment.yml").read_text()
     env_pins = dict(
         (m.group(1).lower(), m.group(2)) for m in re.finditer(r"^\s*-\s*([A-Za-z0-9_.\-]+)==(\S+)\s*$", text, re.M)
@@ -220,7 +242,33 @@ def test_environment_yml_matches_pyproject_pins():
         assert key in pins
 
 
+def test_make_env_applies_the_constraints_and_a_console_script_exists():
+    make = (ROOT / "Makefile").read_text()
+    assert "-c constraints.txt" in make
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert data["project"]["scripts"]["cifs-edu"] == "cifs_edu.cli:main"
+
+
+
+
 def test_required_pins():
-    pins = _pins_from_pyproject()
+    pins = _pins()
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
     assert pins["jupyter-book"] == "1.0.4.post1"
+
+
+def test_auto_profile_and_the_gpu_hint(monkeypatch, capsys):
+    """'auto' is colab on a GPU and smoke without; a default smoke session on a GPU says how to use it."""
+    monkeypatch.delenv("CIFS_PROFILE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cifs_edu.setup(profile="auto", quiet=True).profile.name == "smoke"
+    monkeypatch.setenv("CIFS_PROFILE", "auto")
+    assert get_profile(None).name == "smoke"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_profile("auto").name == "colab" and get_profile(None).name == "colab"
+    monkeypatch.delenv("CIFS_PROFILE")
+    cifs_edu.setup(device="cpu")  # an explicit device: no hint
+    assert "HINT" not in capsys.readouterr().out
+    monkeypatch.setattr("cifs_edu.runtime.pick_device", lambda prof, device=None: (torch.device("cpu"), None))
+    cifs_edu.setup()
+    assert "HINT: a CUDA GPU is available: cifs_edu.setup(profile='colab')" in capsys.readouterr().out
