@@ -432,6 +432,26 @@ def _folder(path: str, image_size: int | None) -> tuple[ImageTensorDataset, Imag
 # --------------------------------------------------------------------------- entry points
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``); ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(n_images: int, bytes_per_image: int, what: str) -> None:
+    """Raise :class:`ConfigError` before allocating ``n_images`` images that cannot fit in memory."""
+    need, have = n_images * bytes_per_image, available_memory()
+    if have is not None and need > have:
+        raise ConfigError(f"{n_images:,} {what} need about {need / 2**30:.1f} GiB, but only {have / 2**30:.1f} GiB "
+                          "of memory is available: ask for fewer images")
+
+
 def _check(dataset: str, n_train, n_val, n_test, seed) -> str:
     problems = []
     if not isinstance(dataset, str):
@@ -502,6 +522,7 @@ def load_data(
 
         n_pool = (synthetic.DEFAULT_N_TRAIN if n_train is None else n_train) + n_val
         n_te = synthetic.DEFAULT_N_TEST if n_test is None else n_test
+        check_memory(n_pool + n_te, 3 * 32 * 32 * 5, "synthetic images (n_train + n_val + n_test)")
         data = synthetic.make_synthetic(n_pool, n_te, seed=seed, test_seed=TEST_SUBSET_SEED)
         classes = list(synthetic.CLASSES)
         train_pool = ImageTensorDataset(data.x_train, data.y_train, classes)

@@ -261,3 +261,68 @@ def test_a_torchvision_data_set_without_torchvision_says_how_to_get_it(tmp_path,
     with pytest.raises(DataNotFoundError, match=r"torchvision is not installed.*pip install torchvision.*cifs_edu\[data\]"):
         load_data("cifar10", root=tmp_path, download=False)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- configurations and data sizes
+def test_synthetic_data_too_large_for_memory_fails_before_allocating(monkeypatch):
+    from cifs_edu import datasets
+    from cifs_edu.profiles import ConfigError
+
+    monkeypatch.setattr(datasets, "available_memory", lambda: 2 * 2**30)  # a 2 GiB machine
+    with pytest.raises(ConfigError, match=r"10,002,000 synthetic images .* need about 143.1 GiB, but only 2.0 GiB"):
+        datasets.load_data("synthetic", n_train=10_000_000, n_test=2_000)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model_options": {"width": 64}}, r"model_options may not set \['width'\]"),
+    ({"defense": "cifs", "model_options": {"defense": "cas"}}, r"model_options may not set \['defense'\]"),
+    ({"model_options": {"num_classes": 100}}, r"may not set \['num_classes'\].*come from the data set"),
+    ({"model_options": {"kk": 3}}, "model_options"),                         # unknown option
+    ({"epochs": 0}, "epochs must be an integer > 0"),
+    ({"width": -8}, "width must be an integer > 0"),
+    ({"lr": float("nan")}, "lr must be a number > 0"),
+    ({"eps": 8}, "eps must be <= 1"),
+    ({"seed": -1}, "seed must be an integer >= 0"),
+    ({"n_train": 0}, "n_train must be an integer > 0"),
+    ({"milestones": (4, 2)}, "milestones must be strictly increasing"),
+    ({"method": "trades", "train_steps": 0}, "needs train_steps >= 1"),
+    ({"dataset": "imagenet"}, "dataset must be one of"),
+    ({"eval_attacks": ("pgd-zero",)}, "pgd-zero"),
+])
+def test_train_config_refuses_bad_values(overrides, message):
+    from cifs_edu.profiles import ConfigError
+    from cifs_edu.training import TrainConfig
+
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_profile("smoke", **overrides)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--epochs", "0"], "epochs must be an integer > 0"),
+    (["train", "--width", "-1"], "width must be an integer > 0"),
+    (["train", "--seed", "-2"], "seed must be an integer >= 0"),
+    (["train", "--dataset", "nope"], "dataset must be one of"),
+    (["train", "--set", "nope=1"], "unknown TrainConfig field"),
+    (["train", "--set", "lr"], "--set expects KEY=VALUE"),
+    (["train", "--option", "width=4"], "model_options may not set"),
+    (["train", "--beta", "-1"], "beta"),
+    (["train", "--run-dir", "FILE", "--epochs", "1"], "is a file, not a folder"),
+    (["train", "--run-dir", "THEIRS", "--epochs", "1"], "already holds files that cifs_edu did not write"),
+    (["prepare", "--jobs", "0"], "jobs must be"),
+    (["reproduce", "table99"], "unknown table"),
+])
+def test_cli_bad_inputs_are_one_line_errors_and_touch_nothing(tmp_path, capsys, cifs_home, argv, message):
+    from cifs_edu.cli import main
+
+    target = tmp_path / "target"
+    if "FILE" in argv:
+        target.write_text("mine")
+    if "THEIRS" in argv:
+        target.mkdir()
+        (target / "thesis.tex").write_text("mine")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    argv = [str(target) if a in ("FILE", "THEIRS") else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

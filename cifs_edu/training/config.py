@@ -328,6 +328,12 @@ class TrainConfig:
                 p.append(f"method {self.method!r} needs train_step_size > 0")
         if self.cuda_graphs is True:
             p += self._graph_problems()
+        if isinstance(self.model_options, dict):
+            clash = sorted(set(self.model_options) & {"arch", "defense", "width", "num_classes", "in_channels"})
+            if clash:
+                p.append(f"model_options may not set {clash}: arch, defense and width are fields of the config "
+                         "itself (e.g. TrainConfig(width=16), train --width 16); num_classes and in_channels "
+                         "come from the data set")
         if self.defense == "none" and isinstance(self.beta, str):
             p.append(f"beta={self.beta!r} trains only probe outputs, but defense='none' has none")
         if self.defense in _DEFENSES and self.arch in _ARCHS and _is_int(self.width) and self.width > 0 \
