@@ -6,7 +6,7 @@
   with the same one (warm: what a reader's second run costs), in the given profile.
 - :func:`run_book_build`: the cold build, in a temporary copy of the working tree (tracked and
   untracked, not ignored files) with an empty ``CIFS_HOME``: plain ``jupyter-book build book/``,
-  whose extension (:mod:`cifs_edu.bookexec`) trains the models two processes at a time and starts
+  whose extension (`book/_ext/cifs_bookexec.py`) trains the models two processes at a time and starts
   the chapters while the last models train. ``prepare_jobs=N`` runs
   ``python -m cifs_edu prepare --jobs N`` first, as a separately timed step (no overlap).
 

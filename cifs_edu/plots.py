@@ -243,19 +243,22 @@ def plot_channel_reweighting(before, after, mask, *, title: str, relevance=None,
     return fig
 
 
+#: Set to ``1`` in the kernels of the book's build (by ``book/_ext/cifs_bookexec.py``): :func:`interact`
+#: then draws no live widgets.
+BOOK_BUILD_ENV = "CIFS_BOOK_BUILD"
+
+
 def interact(function, **controls):
     """``ipywidgets.interact(function, **controls)``: live controls that redraw a figure.
 
     In a running notebook (Jupyter, Colab) this is exactly ``ipywidgets.interact``. In the book's
-    build (``CIFS_BOOK_BUILD=1``, set by :mod:`cifs_edu.bookexec`) it only prints a note and
+    build (``CIFS_BOOK_BUILD=1``, set by the book's executor ``book/_ext/cifs_bookexec.py``) it only prints a note and
     returns ``None``: the built page cannot run the controls anyway (it shows the default figure
     drawn by the cell before), and live widgets in a headless kernel client stall it now and
     then (nbclient issue 312; measured here: 4 stalls in 26 runs of chapter 03 with the widget,
     none in 14 without it). ``pytest --nbval`` still runs the widget code.
     """
     import os
-
-    from .bookexec import BOOK_BUILD_ENV
 
     if os.environ.get(BOOK_BUILD_ENV, "").strip() == "1":
         print("(interactive controls: run this notebook to use them)")

@@ -16,6 +16,9 @@ import yaml
 from .conftest import ROOT
 
 BOOK = ROOT / "book"
+EXT = BOOK / "_ext"  # the book's executor (a Sphinx extension), outside the library
+if str(EXT) not in sys.path:
+    sys.path.insert(0, str(EXT))
 CHAPTERS = sorted(p for p in BOOK.glob("*.md") if "kernelspec:" in p.read_text().split("---")[1 if p.read_text().startswith("---") else 0])
 REPO_URL = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
 
@@ -86,8 +89,8 @@ def test_toc_symlink_and_config():
     assert cfg["only_build_toc_files"] is True
     assert "**.ipynb" in cfg["exclude_patterns"]
     assert cfg["sphinx"]["config"]["nb_execution_raise_on_error"] is True
-    # chapters run in parallel ahead of Sphinx (cifs_edu.bookexec) into the cache that myst-nb reads
-    assert cfg["execute"]["execute_notebooks"] == "cache" and "cifs_edu.bookexec" in cfg["sphinx"]["extra_extensions"]
+    # chapters run in parallel ahead of Sphinx (book/_ext/cifs_bookexec.py) into the cache that myst-nb reads
+    assert cfg["execute"]["execute_notebooks"] == "cache" and cfg["sphinx"]["local_extensions"] == {"cifs_bookexec": "book/_ext"}
     assert (BOOK / cfg["bibtex_bibfiles"][0]).exists()
 
 
@@ -137,7 +140,7 @@ def test_book_build_executes_chapters_in_parallel_into_the_cache(tmp_path):
     (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: a\n  - file: b\n")
     (book / "_config.yml").write_text(yaml.safe_dump({
         "title": "t", "execute": {"execute_notebooks": "cache", "timeout": 60},
-        "sphinx": {"extra_extensions": ["cifs_edu.bookexec"]}}))
+        "sphinx": {"local_extensions": {"cifs_bookexec": str(EXT)}}}))
     env = {**os.environ, "CIFS_BOOK_JOBS": "2", "CIFS_BOOK_PREPARE": "0"}
     res = subprocess.run([str(jb), "build", str(book), "-W", "-n"], capture_output=True, text=True, timeout=600, env=env)
     log = res.stdout + res.stderr
@@ -164,7 +167,7 @@ def test_a_failing_chapter_leaves_every_other_page_and_a_non_zero_exit(tmp_path)
     (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: a\n  - file: b\n")
     (book / "_config.yml").write_text(yaml.safe_dump({
         "title": "t", "execute": {"execute_notebooks": "cache", "timeout": 60},
-        "sphinx": {"extra_extensions": ["cifs_edu.bookexec"]}}))
+        "sphinx": {"local_extensions": {"cifs_bookexec": str(EXT)}}}))
     env = {**os.environ, "CIFS_BOOK_JOBS": "2", "CIFS_BOOK_PREPARE": "0"}
     res = subprocess.run([str(jb), "build", str(book)], capture_output=True, text=True, timeout=600, env=env)
     log = res.stdout + res.stderr
@@ -186,7 +189,7 @@ def _notebook(*sources: str):
 
 
 def test_execute_notebooks_reports_a_failing_chapter(tmp_path):
-    from cifs_edu.bookexec import book_jobs, execute_notebooks
+    from cifs_bookexec import book_jobs, execute_notebooks
 
     good = _notebook("x = 40 + 2\nprint(x)")
     bad = _notebook("raise ValueError('chapter claim failed')")
@@ -198,7 +201,7 @@ def test_execute_notebooks_reports_a_failing_chapter(tmp_path):
 
 
 def test_a_stuck_chapter_is_killed_and_restarted_once(tmp_path):
-    from cifs_edu.bookexec import execute_notebooks
+    from cifs_bookexec import execute_notebooks
 
     pids = tmp_path / "kernel-pids"
     slow = _notebook(f"import os, time\nwith open({str(pids)!r}, 'a') as f:\n    print(os.getpid(), file=f)\ntime.sleep(60)")
@@ -218,7 +221,7 @@ def test_a_stuck_chapter_is_killed_and_restarted_once(tmp_path):
 
 def test_execute_notebooks_starts_only_what_capacity_allows(tmp_path):
     """No chapter starts while capacity() is 0; at capacity 1 they run one after the other."""
-    from cifs_edu.bookexec import execute_notebooks
+    from cifs_bookexec import execute_notebooks
 
     t_open = time.time() + 3
     stamp = "import time\nprint(time.time())\ntime.sleep(1)\nprint(time.time())"
@@ -231,7 +234,7 @@ def test_execute_notebooks_starts_only_what_capacity_allows(tmp_path):
 
 def test_a_capacity_error_kills_the_running_chapters_and_propagates(tmp_path):
     """Killed early (the worker still starting, before its setsid) and late (its kernel running)."""
-    from cifs_edu.bookexec import execute_notebooks
+    from cifs_bookexec import execute_notebooks
 
     t0, markers = time.time(), []
     for after in (1, 20):  # capacity() calls (0.1 s apart) before it fails
@@ -255,7 +258,8 @@ def test_a_capacity_error_kills_the_running_chapters_and_propagates(tmp_path):
 def test_preparer_gives_cores_to_chapters_as_training_runs_out(monkeypatch):
     import threading
 
-    from cifs_edu import bookexec, zoo
+    import cifs_bookexec as bookexec
+    from cifs_edu import zoo
 
     monkeypatch.setattr(zoo, "book_plan", lambda profile=None: [1, 2, 3])
     go = [threading.Event() for _ in range(4)]
@@ -292,7 +296,7 @@ def test_preparer_gives_cores_to_chapters_as_training_runs_out(monkeypatch):
 
 
 def test_book_jobs_setting(monkeypatch):
-    from cifs_edu.bookexec import book_jobs
+    from cifs_bookexec import book_jobs
 
     monkeypatch.setenv("CIFS_BOOK_JOBS", "3")
     assert book_jobs() == 3
@@ -300,7 +304,7 @@ def test_book_jobs_setting(monkeypatch):
         monkeypatch.setenv("CIFS_BOOK_JOBS", bad)
         with pytest.raises(ValueError, match="CIFS_BOOK_JOBS must be an integer >= 1"):
             book_jobs()
-    from cifs_edu.bookexec import chapter_limit
+    from cifs_bookexec import chapter_limit
 
     monkeypatch.setenv("CIFS_BOOK_CHAPTER_TIMEOUT", "0")
     assert chapter_limit() is None

@@ -87,7 +87,7 @@ def test_interact_draws_live_controls_except_in_the_book_build(monkeypatch, caps
     import ipywidgets as widgets
 
     from cifs_edu import plots
-    from cifs_edu.bookexec import BOOK_BUILD_ENV
+    from cifs_edu.plots import BOOK_BUILD_ENV
 
     calls = []
 

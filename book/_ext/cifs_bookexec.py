@@ -1,5 +1,9 @@
 """Sphinx extension of the book: train the chapters' models, then run the chapters N at a time.
 
+This is the book's build machinery, not part of the library: ``_config.yml`` loads it from
+``book/_ext`` (``sphinx.local_extensions``). It uses the library (``cifs_edu.zoo.prepare``); no
+library module imports it.
+
 Jupyter Book 1 executes notebooks one after another in one process (its CLI fixes Sphinx to
 one job), which leaves all but one core idle. The book's ``_config.yml`` loads this extension
 and sets ``execute_notebooks: cache``. Just before Sphinx reads the pages it is about to
@@ -45,15 +49,16 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["setup", "execute_notebooks", "show_failure", "cell_errors", "book_jobs", "chapter_limit", "JOBS_ENV", "EXECUTE_ENV", "PREPARE_ENV",
-           "CHAPTER_TIMEOUT_ENV", "BOOK_BUILD_ENV"]
+from cifs_edu.plots import BOOK_BUILD_ENV
+
+__all__ = ["setup", "execute_notebooks", "show_failure", "cell_errors", "book_jobs", "chapter_limit",
+           "JOBS_ENV", "EXECUTE_ENV", "PREPARE_ENV", "CHAPTER_TIMEOUT_ENV", "BOOK_BUILD_ENV"]
 
 JOBS_ENV = "CIFS_BOOK_JOBS"
 EXECUTE_ENV = "CIFS_BOOK_EXECUTE"
 PREPARE_ENV = "CIFS_BOOK_PREPARE"
 CHAPTER_TIMEOUT_ENV = "CIFS_BOOK_CHAPTER_TIMEOUT"
-#: Set to ``1`` in every chapter kernel this module starts (read by :func:`cifs_edu.plots.interact`).
-BOOK_BUILD_ENV = "CIFS_BOOK_BUILD"
+# BOOK_BUILD_ENV: set to ``1`` in every chapter kernel this module starts (read by cifs_edu.plots.interact)
 
 
 def book_jobs() -> int:
@@ -132,7 +137,7 @@ def chapter_limit() -> float | None:
     """
     raw = os.environ.get(CHAPTER_TIMEOUT_ENV, "").strip()
     if not raw:
-        from .profiles import get_profile
+        from cifs_edu.profiles import get_profile
 
         return 180.0 if get_profile(None).name == "smoke" else None
     try:
@@ -256,7 +261,7 @@ class _Preparer:
     def __init__(self, jobs: int, log: Callable[[str], None]) -> None:
         import threading
 
-        from . import zoo
+        from cifs_edu import zoo
 
         self.jobs, self.log = jobs, log
         self.total = len(zoo.book_plan())
@@ -267,7 +272,7 @@ class _Preparer:
         self.thread.start()
 
     def _run(self) -> None:
-        from . import zoo
+        from cifs_edu import zoo
 
         try:
             zoo.prepare(jobs=self.jobs, log=self.log, on_done=self._one_done)
