@@ -2,8 +2,9 @@ r"""The attacker's beta sweep of the paper (Sec. 4.1, Table B.3).
 
 An adaptive attacker does not know which weighting of the final and probe losses in
 Eq. 3 hurts a CIFS model most, so the paper runs every attack for
-``beta_atk in {0, 0.1, 1, 2, 10, 100, inf, inf-P1, inf-P2}`` and reports the worst case.
-:func:`sweep` does the same and keeps the per-example outcome: an example counts as
+``beta_atk in {0, 0.1, 1, 2, 10, 100, inf, inf-P1, inf-P2}`` and reports, per attack, the
+lowest single-beta accuracy (the per-column worst case). :func:`sweep` runs the same attacks,
+keeps every beta's accuracy, and adds a stricter per-example summary: an example counts as
 robust only if it survives *every* beta (the worst case per example), which can be lower
 than the lowest single-beta accuracy.
 

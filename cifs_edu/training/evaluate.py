@@ -3,9 +3,10 @@
 Attacks come from :mod:`cifs_edu.attacks` and run with the model in eval mode. For models
 with CIFS/CAS layers every gradient attack uses the adaptive loss (Eq. 3) with the
 attacker's ``beta_atk`` = the training beta, or, with ``sweep=True``, the paper's sweep
-over :data:`cifs_edu.losses.BETA_SWEEP`, reporting the per-example worst case (Table 1's
-bracketed numbers; Table B.3 per beta). Vanilla models are attacked with plain CE (and
-the C&W margin).
+over :data:`cifs_edu.losses.BETA_SWEEP`, reporting the per-example worst case (an example
+counts only if it survives every beta: stricter than Table 1, whose numbers are the lowest
+per-beta columns of Table B.3, the bracketed ones) and each beta's accuracy (Table B.3).
+Vanilla models are attacked with plain CE (and the C&W margin).
 
 Under DDP each process evaluates every ``world``-th example and the counts are summed.
 """
