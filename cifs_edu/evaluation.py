@@ -61,9 +61,10 @@ adaptive_gap           finding   full-gradient or frozen-mask attacks < the deta
                                  attack of the same optimiser - ``adaptive_tol``
 =====================  ========  ==================================================================
 
-A difference flags only if it is larger than the tolerance (percentage points) *and*
-involves at least ``min_examples`` examples, so one lucky example among 64 does not raise
-a flag. "masking" flags say that gradient-based numbers may overstate robustness;
+A difference flags only if it is larger than the tolerance (percentage points), involves at
+least ``min_examples`` examples *and* is significant on the examples where the two attacks
+disagree (one-sided exact sign test, p < ``alpha`` = 0.05), so a few lucky examples among 64 do
+not raise a flag (2 examples against 0: p = 0.25). "masking" flags say that gradient-based numbers may overstate robustness;
 "finding" flags say that the paper's adaptive attack underestimates the attacker.
 """
 from __future__ import annotations
@@ -153,6 +154,8 @@ class ReportConfig:
         tol: tolerance (points) of the saturation, black-box, transfer and monotonicity flags.
         adaptive_tol: tolerance (points) of the adaptive_gap finding.
         min_examples: a difference must involve at least this many examples to flag.
+        alpha: a drop flags only if significant on the examples where the two attacks disagree
+            (one-sided exact sign test, p < alpha): on 64 examples, 2 lucky ones are noise.
     """
 
     n: int | None = 1000
@@ -178,6 +181,7 @@ class ReportConfig:
     tol: float = 2.0
     adaptive_tol: float = 3.0
     min_examples: int = 2
+    alpha: float = 0.05
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -236,6 +240,8 @@ class ReportConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 problems.append(f"{name} must be a number >= 0 (got {v!r})")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha <= 1:
+            problems.append(f"alpha must be a number in (0, 1] (got {self.alpha!r})")
         if problems:
             raise ConfigError("invalid ReportConfig: " + "; ".join(problems))
         set_("eps", float(self.eps))
@@ -777,13 +783,33 @@ def _flag_eps(recs: list[AttackRecord], config: ReportConfig, n: int) -> list[Fl
     return flags
 
 
+def sign_test_p(broken_only_by_strong: int, broken_only_by_weak: int) -> float:
+    """One-sided exact sign test (McNemar) on the examples where two attacks disagree: the
+    probability of at least ``broken_only_by_strong`` of them going the strong attack's way if
+    either way were equally likely. Small values mean the difference is not the noise of a few
+    examples."""
+    b, m = int(broken_only_by_strong), int(broken_only_by_strong) + int(broken_only_by_weak)
+    if m == 0:
+        return 1.0
+    return sum(math.comb(m, i) for i in range(b, m + 1)) / 2.0 ** m
+
+
 def _flag_drop(check: str, code: str, weak: AttackRecord, strong: AttackRecord, tol: float, n: int,
                config: ReportConfig, why: str) -> list[Flag]:
+    """A flag when ``strong`` leaves clearly fewer examples correct than ``weak``: by more than the
+    tolerance (and ``min_examples``), and significantly on the examples where they disagree
+    (:func:`sign_test_p` < ``config.alpha``), so that a few lucky examples of a small report flag nothing."""
     drop = weak.accuracy - strong.accuracy
-    if drop > config.threshold(tol, n):
-        return [Flag(check, code, f"{strong.label} reaches {_pct(strong.accuracy)}, {drop:.1f} points below "
-                                  f"{weak.label} ({_pct(weak.accuracy)}): {why}")]
-    return []
+    if drop <= config.threshold(tol, n):
+        return []
+    only_strong = int((weak.correct & ~strong.correct).sum())
+    only_weak = int((~weak.correct & strong.correct).sum())
+    p = sign_test_p(only_strong, only_weak)
+    if p >= config.alpha:
+        return []
+    return [Flag(check, code, f"{strong.label} reaches {_pct(strong.accuracy)}, {drop:.1f} points below "
+                              f"{weak.label} ({_pct(weak.accuracy)}; {only_strong} examples against {only_weak}, "
+                              f"sign test p = {p:.2g}): {why}")]
 
 
 def _count_checks(model, config: ReportConfig, surrogate, probes: bool, has_cifs: bool, n_betas: int) -> int:

@@ -387,3 +387,27 @@ def test_adaptive_check_on_a_cifs_model():
         pred = model(r.x_worst).argmax(dim=1)
     fooled = r.clean_correct & ~r.worst_correct
     assert bool((pred[fooled] != r.y[fooled]).all())
+
+
+def test_a_drop_flags_only_when_significant_on_the_disagreeing_examples():
+    """2 lucky examples of 64 (3.1 points, above tol) are noise; 8 against 0 are not."""
+    import torch
+
+    from cifs_edu.evaluation import AttackRecord, ReportConfig, _flag_drop, sign_test_p
+
+    assert sign_test_p(2, 0) == 0.25 and sign_test_p(0, 0) == 1.0 and sign_test_p(5, 0) == 1 / 32
+    assert abs(sign_test_p(6, 2) - 37 / 256) < 1e-12
+    config = ReportConfig.from_profile("smoke")
+    n = 64
+    weak = torch.zeros(n, dtype=torch.bool)
+    weak[:40] = True
+    rec = lambda label, correct: AttackRecord("saturation", label, 8 / 255, "ce", correct, 0.0, label)  # noqa: E731
+    two = weak.clone()
+    two[:2] = False  # the strong attack breaks 2 more examples: 3.1 points
+    assert _flag_drop("saturation", "restarts_not_saturated", rec("one", weak), rec("restarts", two), config.tol, n,
+                      config, "rugged") == []
+    eight = weak.clone()
+    eight[:8] = False
+    flags = _flag_drop("saturation", "restarts_not_saturated", rec("one", weak), rec("restarts", eight), config.tol, n,
+                       config, "rugged")
+    assert [f.code for f in flags] == ["restarts_not_saturated"] and "8 examples against 0" in flags[0].message
