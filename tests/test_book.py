@@ -160,7 +160,9 @@ def test_a_failing_chapter_leaves_every_other_page_and_a_non_zero_exit(tmp_path)
     book = tmp_path / "book"
     book.mkdir()
     (book / "intro.md").write_text("# Intro\n\nPlain text.\n")
-    (book / "a.md").write_text(_MYST_HEADER + "\n# Chapter a\n\n```{code-cell} ipython3\nprint('answer', 6 * 111)\n```\n")
+    (book / "a.md").write_text(_MYST_HEADER + "\n# Chapter a\n\n```{code-cell} ipython3\nprint('answer', 6 * 111)\n```\n\n"
+                               "```{code-cell} ipython3\n:tags: [raises-exception]\n\n"
+                               "raise ValueError('shown on purpose')\n```\n")  # not a failure
     (book / "b.md").write_text(_MYST_HEADER + "\n# Chapter b\n\n```{code-cell} ipython3\nprint('before')\n```\n\n"
                                "```{code-cell} ipython3\n:tags: [remove-cell]\n\n"
                                "assert 1 + 1 == 3, 'planted claim failed'\n```\n\n```{code-cell} ipython3\nprint('after')\n```\n")
@@ -175,6 +177,7 @@ def test_a_failing_chapter_leaves_every_other_page_and_a_non_zero_exit(tmp_path)
     assert "1 chapter(s) failed while executing: b" in log, log[-3000:]
     html = book / "_build" / "html"
     assert "answer 666" in (html / "a.html").read_text() and (html / "intro.html").exists()
+    assert "shown on purpose" in (html / "a.html").read_text() and "Chapter failed: a" not in (html / "a.html").read_text()
     page = (html / "b.html").read_text()
     assert "Chapter failed: b" in page and "planted claim failed" in page
     assert "before" in page and "after" in page  # the cells after the failing one ran too

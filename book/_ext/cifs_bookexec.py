@@ -360,9 +360,14 @@ def _before_read(app, env, docnames: list[str]) -> None:
 
 
 def cell_errors(nb) -> str | None:
-    """The errors that cells of an executed notebook raised (one line each), or ``None``."""
+    """The errors that cells of an executed notebook raised (one line each), or ``None``.
+
+    A cell tagged ``raises-exception`` shows an error on purpose (myst-nb's convention): not counted.
+    """
     lines = []
     for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        if "raises-exception" in cell.get("metadata", {}).get("tags", []):
+            continue
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 first = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
