@@ -181,6 +181,10 @@ def test_a_failing_chapter_leaves_every_other_page_and_a_non_zero_exit(tmp_path)
     page = (html / "b.html").read_text()
     assert "Chapter failed: b" in page and "planted claim failed" in page
     assert "before" in page and "after" in page  # the cells after the failing one ran too
+    # the next build runs the failed chapter again although its source did not change (and only it)
+    again = subprocess.run([str(jb), "build", str(book)], capture_output=True, text=True, timeout=600, env=env)
+    log = again.stdout + again.stderr
+    assert again.returncode != 0 and "[book] executing 1 chapters" in log and "failed while executing: b" in log, log[-3000:]
 
 
 def _notebook(*sources: str):

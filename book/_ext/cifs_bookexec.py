@@ -343,6 +343,7 @@ def _before_read(app, env, docnames: list[str]) -> None:
         raise ExtensionError(f"training the book's models failed: {preparer.error!r}") from preparer.error
     cache = get_cache(nb_config.execution_cache_path or ".jupyter_cache")
     failed = getattr(app, "cifs_failed_chapters", {})
+    env.cifs_failed_chapters = set(getattr(env, "cifs_failed_chapters", set())) - {doc for doc, _nb, _p in todo}
     for doc, _nb, path in todo:
         r = results[doc]
         nb = r["nb"]
@@ -350,6 +351,7 @@ def _before_read(app, env, docnames: list[str]) -> None:
             r["error"] = r["error"] or cell_errors(nb)
         if r["error"]:
             failed[doc] = r["error"]
+            env.cifs_failed_chapters.add(doc)  # read (and run) again by the next build, even if unchanged
             nb = show_failure(nb, doc, r["error"])
             logger.warning(f"[book] chapter {doc} failed while executing (its page shows the error):\n{r['error']}")
         cache.cache_notebook_bundle(CacheBundleIn(nb, str(path), data={"execution_seconds": r["seconds"]}),
@@ -396,6 +398,11 @@ def show_failure(nb, name: str, error: str):
     return nb
 
 
+def _failed_are_outdated(app, env, added, changed, removed) -> list[str]:
+    """``env-get-outdated``: chapters that failed in the last build are read and executed again."""
+    return sorted(set(getattr(env, "cifs_failed_chapters", set())) - set(removed))
+
+
 def _report_failures(app, exception) -> None:
     """``build-finished``: name every chapter that failed, as the build's last words, and exit non-zero."""
     from sphinx.util import logging
@@ -419,4 +426,5 @@ def setup(app) -> dict[str, Any]:
     """Register the hook (Sphinx entry point; listed under ``sphinx.extra_extensions`` in ``_config.yml``)."""
     app.connect("env-before-read-docs", _before_read)
     app.connect("build-finished", _report_failures)
+    app.connect("env-get-outdated", _failed_are_outdated)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
