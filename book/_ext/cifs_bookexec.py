@@ -419,7 +419,7 @@ def _report_failures(app, exception) -> None:
 #: chapters by decreasing execution time (measured, smoke profile), so the pool ends evenly
 _SLOWEST_FIRST = ("09_reproducing", "05_adaptive_attacks", "06_is_it_real", "01_adversarial_training",
                   "04_training_cifs", "02_channels", "07_ablations", "08_other_schemes", "03_building_cifs",
-                  "00_how_to_use")
+                  "03_cifs_from_scratch", "00_how_to_use")
 
 
 def setup(app) -> dict[str, Any]:
