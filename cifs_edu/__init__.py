@@ -27,8 +27,7 @@ Library map (each module is named after the paper's concept it implements):
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .attacks import CW, FGSM, PGD, AutoAttack, robust_accuracy, sweep
 from .cas import CASLayer
 from .cifs import CIFSConfig, CIFSLayer
@@ -36,7 +35,8 @@ from .datasets import DataNotFoundError, DataSplits, as_tensors, class_counts, l
 from .losses import BETA_SWEEP, adaptive_loss
 from .models import build_model, count_parameters, load_authors_state_dict, load_backbone_state_dict, mask_grad
 from .outputs import ModelOutput
-from .profiles import PROFILES, ConfigError, Profile, get_profile
+from .errors import ConfigError
+from .profiles import PROFILES, Profile, get_profile
 from .runtime import Session, current, setup
 from .training import TrainConfig, TrainResult, load_model, load_or_train, train
 from .evaluation import RobustnessReport, compare_reports, robustness_report

@@ -95,7 +95,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .profiles import ConfigError
+from .errors import ConfigError
 
 __all__ = [
     "IMGFS",

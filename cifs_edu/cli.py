@@ -25,7 +25,8 @@ import json
 import sys
 from typing import Any, Sequence
 
-from .profiles import PROFILES, ConfigError
+from .errors import ConfigError
+from .profiles import PROFILES
 
 __all__ = ["main", "build_parser", "command_options"]
 

@@ -47,7 +47,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .paths import data_dir
-from .profiles import ConfigError
+from .errors import ConfigError
 
 __all__ = [
     "DATASETS",

@@ -91,7 +91,8 @@ from .attacks.pgd import PGD
 from .attacks.sweep import beta_label
 from .cifs import CIFSLayer
 from .losses import BETA_SWEEP, Beta, loss_weights, parse_beta
-from .profiles import ConfigError, Profile, get_profile
+from .errors import ConfigError
+from .profiles import Profile, get_profile
 
 __all__ = [
     "CHECKS",

@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .losses import BETA_SWEEP
-from .profiles import ConfigError, get_profile
+from .errors import ConfigError
+from .profiles import get_profile
 from .training.config import TrainConfig
 
 __all__ = [

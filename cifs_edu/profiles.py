@@ -23,13 +23,12 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from .errors import ConfigError
+
 __all__ = ["Profile", "PROFILES", "PROFILE_ENV", "get_profile", "ConfigError", "MASK_SCALE_NOTE", "NORMALIZE_NOTE"]
 
 PROFILE_ENV = "CIFS_PROFILE"
 
-
-class ConfigError(ValueError):
-    """An impossible or unknown configuration value (raised before any work starts)."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .profiles import PROFILE_ENV, ConfigError, Profile, get_profile
+from .errors import ConfigError
+from .profiles import PROFILE_ENV, Profile, get_profile
 
 __all__ = ["Session", "setup", "current", "seed_everything", "pick_device", "cpu_threads", "default_seed",
            "THREADS_ENV", "SEED_ENV"]
@@ -220,7 +221,7 @@ def _deterministic_algorithms() -> None:
 
 def describe(session: Session) -> str:
     """The short block :func:`setup` prints: versions, device, profile."""
-    from . import __version__
+    from ._version import __version__
 
     if session.device.type == "cuda":
         dev = f"cuda ({torch.cuda.get_device_name(session.device)})"

@@ -183,7 +183,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .profiles import ConfigError
+from .errors import ConfigError
 
 __all__ = [
     "CLASSES",

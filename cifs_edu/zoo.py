@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .profiles import ConfigError, Profile, get_profile
+from .errors import ConfigError
+from .profiles import Profile, get_profile
 from .training import TrainConfig, TrainResult, load_or_train
 
 __all__ = ["RECIPES", "ABLATIONS", "SWEPT", "SWEEP_ATTACKS", "config", "load", "describe", "ablation",

@@ -272,3 +272,9 @@ def test_auto_profile_and_the_gpu_hint(monkeypatch, capsys):
     monkeypatch.setattr("cifs_edu.runtime.pick_device", lambda prof, device=None: (torch.device("cpu"), None))
     cifs_edu.setup()
     assert "HINT: a CUDA GPU is available: cifs_edu.setup(profile='colab')" in capsys.readouterr().out
+
+
+def test_package_version_matches_pyproject():
+    import cifs_edu
+
+    assert cifs_edu.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import Beta
-from ..profiles import ConfigError
+from ..errors import ConfigError
 from .base import Attack, format_eps
 from .criteria import cross_entropy
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-from ..profiles import ConfigError
+from ..errors import ConfigError
 from .base import Attack, format_eps, model_name
 
 __all__ = ["AutoAttack", "balanced_indices", "balanced_subset", "dataset_labels", "AUTOATTACK_COMPONENTS"]

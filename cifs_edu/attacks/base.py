@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from ..losses import Beta, adaptive_loss, cross_entropy, loss_weights, parse_beta
 from ..outputs import ModelOutput
-from ..profiles import ConfigError
+from ..errors import ConfigError
 from .fast import FastCopy, fast_copy
 
 __all__ = ["Attack", "format_eps", "model_name", "model_device", "model_dtype", "check_inputs", "check_images",

@@ -11,7 +11,7 @@ import math
 from torch import Tensor
 
 from ..losses import cross_entropy
-from ..profiles import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["cross_entropy", "cw_margin_loss", "CWMargin"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..profiles import ConfigError
+from ..errors import ConfigError
 from .autoattack import _import_torchattacks, _LogitsOnly
 from .base import Attack, format_eps
 

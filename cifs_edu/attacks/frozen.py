@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cifs import SelectorOutput
-from ..profiles import ConfigError
+from ..errors import ConfigError
 from .base import eval_mode, model_device
 
 __all__ = ["selector_layers", "clean_selections", "frozen_masks", "FrozenMask"]

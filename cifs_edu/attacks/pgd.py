@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import Beta
-from ..profiles import ConfigError
+from ..errors import ConfigError
 from .base import Attack, format_eps
 
 __all__ = ["PGD"]

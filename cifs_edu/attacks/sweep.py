@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import BETA_SWEEP, Beta, loss_weights, parse_beta
-from ..profiles import ConfigError
+from ..errors import ConfigError
 from .base import Attack, eval_mode, model_device
 from .evaluate import Data, EvalResult, iterate_batches, robust_accuracy
 

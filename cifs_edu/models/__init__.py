@@ -26,7 +26,7 @@ from typing import Iterator, Mapping, Sequence
 import torch.nn as nn
 
 from ..cifs import CIFSConfig, PROBE_KINDS
-from ..profiles import ConfigError
+from ..errors import ConfigError
 from .base import FORWARD_ORDER, SelectiveNet
 from .checkpoints import authors_key_map, load_authors_state_dict, load_backbone_state_dict
 from .normalize import DATASET_STATS, Normalize, NormalizeSpec, normalize_problems

@@ -14,7 +14,7 @@ from torch import Tensor
 from ..cas import CASLayer
 from ..cifs import GRAD_MODES, CIFSConfig, CIFSLayer
 from ..outputs import ModelOutput
-from ..profiles import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["SelectiveNet", "FORWARD_ORDER", "Recorder"]
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..profiles import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["DATASET_STATS", "Normalize", "NormalizeSpec", "normalize_problems", "make_normalize"]
 

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..losses import parse_beta
-from ..profiles import ConfigError, Profile, get_profile
+from ..errors import ConfigError
+from ..profiles import Profile, get_profile
 from .specs import parse_attack
 
 __all__ = ["TrainConfig", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "RUNTIME_FIELDS", "AMP_MODES", "AUGMENTS"]
@@ -435,7 +436,7 @@ class TrainConfig:
 
     def key(self) -> str:
         """Short stable hash of the training fields, the package version and :data:`CACHE_VERSION`."""
-        from .. import __version__
+        from .._version import __version__
 
         text = json.dumps(
             {"config": self.training_dict(), "version": __version__, "cache": CACHE_VERSION},

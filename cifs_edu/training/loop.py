@@ -36,7 +36,8 @@ from ..checkpoint import (
     load_checkpoint, read_json, rng_state, set_rng_state, weights_digest, write_json,
 )
 from ..paths import runs_dir
-from ..profiles import PROFILES, ConfigError
+from ..errors import ConfigError
+from ..profiles import PROFILES
 from .config import RUNTIME_FIELDS, TrainConfig
 from .data import EpochPlan, TensorSplits, augment_batch, derive_seed, load_tensors
 from .evaluate import accuracy_counts, evaluate_model
@@ -263,7 +264,7 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
            device: Any = None, max_epochs: int | None = None) -> TrainResult:
     from tqdm.auto import tqdm
 
-    from .. import __version__
+    from .._version import __version__
 
     if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
         raise ConfigError(f"max_epochs must be an integer >= 1 or None (got {max_epochs!r})")
@@ -450,7 +451,7 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
 
 
 def _results(model, data, config, run_dir, history, best, data_info, elapsed, dev, progress) -> dict[str, Any]:
-    from .. import __version__
+    from .._version import __version__
 
     t0 = time.perf_counter()
     ev_last = _final_eval(model, data, config, progress)

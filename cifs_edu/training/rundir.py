@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from ..profiles import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["MARKER", "RUN_FILES", "check_run_dir", "mark_run_dir", "clear_run"]
 

@@ -1,0 +1,83 @@
+"""The library's structure: no import cycles (lazy imports inside functions included), and the book's
+build machinery stays outside it."""
+from __future__ import annotations
+
+import ast
+import collections
+
+from .conftest import ROOT
+
+PKG = ROOT / "cifs_edu"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> library modules it imports anywhere in its source (``cifs_edu.x.y`` names)."""
+    mods = {}
+    for p in PKG.rglob("*.py"):
+        name = ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        mods[name.removesuffix(".__init__")] = p
+    graph: dict[str, set[str]] = collections.defaultdict(set)
+    for name, p in mods.items():
+        pkg = name if p.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                hits = {f"{target}.{a.name}" for a in node.names} & set(mods)
+                graph[name] |= (hits or ({target} & set(mods))) - {name}
+            elif isinstance(node, ast.Import):
+                graph[name] |= {a.name for a in node.names} & set(mods) - {name}
+    return {m: graph[m] for m in mods}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_library_has_no_import_cycles():
+    graph = _import_graph()
+    assert "cifs_edu.cifs" in graph and graph["cifs_edu"]  # the scan sees the package
+    assert _cycles(graph) == []
+
+
+def test_the_scan_finds_a_cycle_when_there_is_one():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_library_module_imports_the_book_executor():
+    for p in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not any("bookexec" in n for n in names), p
