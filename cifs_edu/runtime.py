@@ -19,7 +19,7 @@ import torch
 from .errors import ConfigError
 from .profiles import PROFILE_ENV, Profile, get_profile
 
-__all__ = ["Session", "setup", "current", "seed_everything", "pick_device", "cpu_threads", "default_seed",
+__all__ = ["Session", "setup", "current", "seed_everything", "pick_device", "cpu_threads", "default_seed", "env_number",
            "THREADS_ENV", "SEED_ENV"]
 
 #: Environment variable that sets the number of CPU threads torch uses (see :func:`setup`).
@@ -62,16 +62,28 @@ def default_seed() -> int:
     Raises:
         ConfigError: ``CIFS_SEED`` is set but is not an integer >= 0.
     """
-    env = os.environ.get(SEED_ENV, "").strip()
-    if not env:
-        return 0
+    seed = env_number(SEED_ENV, int, 0, hint="unset it for the default seed 0")
+    return 0 if seed is None else seed
+
+
+def env_number(name: str, kind: type = int, minimum: float = 0, *, hint: str = "") -> int | float | None:
+    """The number in environment variable ``name`` (``None`` when unset or empty).
+
+    Raises:
+        ConfigError: the value is not a ``kind`` (int or float) >= ``minimum``; the message names
+            the variable and the value (and ``hint``, the fix, if given).
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
     try:
-        seed = int(env)
+        value = kind(raw)
     except ValueError:
-        seed = -1
-    if seed < 0:
-        raise ConfigError(f"{SEED_ENV} must be an integer >= 0, got {env!r} (unset it for the default seed 0)")
-    return seed
+        value = None
+    if value is None or value != value or value < minimum:  # also NaN
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what} >= {minimum:g}, got {raw!r}" + (f" ({hint})" if hint else ""))
+    return value
 
 
 def pick_device(profile: Profile, device: str | torch.device | None = None) -> tuple[torch.device, str | None]:
@@ -137,13 +149,8 @@ def cpu_threads(profile: Profile, threads: int | None = None) -> int | None:
     chapters ran 4-10x slower with torch's default 2 threads on a busy machine).
     """
     if threads is None:
-        env = os.environ.get(THREADS_ENV, "").strip()
-        if env:
-            try:
-                threads = int(env)
-            except ValueError:
-                raise ValueError(f"{THREADS_ENV} must be a positive integer, got {env!r}") from None
-        elif profile.name == "smoke":
+        threads = env_number(THREADS_ENV, int, 1)
+        if threads is None and profile.name == "smoke":
             threads = 1
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")

@@ -126,25 +126,42 @@ kernelspec:
 """
 
 
-def test_book_build_executes_chapters_in_parallel_into_the_cache(tmp_path):
-    """The build's extension runs the chapters N at a time; myst-nb then only reads them from the cache."""
+def _toy_book(tmp_path, chapters: dict[str, str]):
+    """A two-level toy book (intro + ``chapters``: name -> MyST body) built with the book's executor.
+
+    Returns ``build(*flags)`` -> (return code, log), running ``jupyter-book build`` on it, and the book folder.
+    """
     jb = Path(sys.executable).parent / "jupyter-book"
     if not jb.exists():
         pytest.skip("jupyter-book is not installed in this environment")
     book = tmp_path / "book"
     book.mkdir()
     (book / "intro.md").write_text("# Intro\n\nPlain text.\n")
-    for name, value in (("a", 6), ("b", 7)):
-        (book / f"{name}.md").write_text(_MYST_HEADER + f"\n# Chapter {name}\n\n```{{code-cell}} ipython3\n"
-                                         f"print('answer', {value} * 111)\n```\n")
-    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: a\n  - file: b\n")
+    for name, body in chapters.items():
+        (book / f"{name}.md").write_text(_MYST_HEADER + f"\n# Chapter {name}\n\n" + body)
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n"
+                                   + "".join(f"  - file: {name}\n" for name in chapters))
     (book / "_config.yml").write_text(yaml.safe_dump({
         "title": "t", "execute": {"execute_notebooks": "cache", "timeout": 60},
         "sphinx": {"local_extensions": {"cifs_bookexec": str(EXT)}}}))
     env = {**os.environ, "CIFS_BOOK_JOBS": "2", "CIFS_BOOK_PREPARE": "0"}
-    res = subprocess.run([str(jb), "build", str(book), "-W", "-n"], capture_output=True, text=True, timeout=600, env=env)
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log[-3000:]
+
+    def build(*flags: str) -> tuple[int, str]:
+        res = subprocess.run([str(jb), "build", str(book), *flags], capture_output=True, text=True, timeout=600, env=env)
+        return res.returncode, res.stdout + res.stderr
+
+    return build, book
+
+
+def _cell(source: str, tag: str | None = None) -> str:
+    return "```{code-cell} ipython3\n" + (f":tags: [{tag}]\n\n" if tag else "") + source + "\n```\n\n"
+
+
+def test_book_build_executes_chapters_in_parallel_into_the_cache(tmp_path):
+    """The build's extension runs the chapters N at a time; myst-nb then only reads them from the cache."""
+    build, book = _toy_book(tmp_path, {name: _cell(f"print('answer', {value} * 111)") for name, value in (("a", 6), ("b", 7))})
+    rc, log = build("-W", "-n")
+    assert rc == 0, log[-3000:]
     assert "[book] executing 2 chapters, 2 at a time" in log and log.count("Using cached notebook") == 2, log[-3000:]
     assert "Executing notebook" not in log  # myst-nb executed nothing itself
     html = book / "_build" / "html"
@@ -154,26 +171,13 @@ def test_book_build_executes_chapters_in_parallel_into_the_cache(tmp_path):
 def test_a_failing_chapter_leaves_every_other_page_and_a_non_zero_exit(tmp_path):
     """A chapter whose hidden check fails: the others are built, its page shows the error, the build
     names it last and exits non-zero, even without -W."""
-    jb = Path(sys.executable).parent / "jupyter-book"
-    if not jb.exists():
-        pytest.skip("jupyter-book is not installed in this environment")
-    book = tmp_path / "book"
-    book.mkdir()
-    (book / "intro.md").write_text("# Intro\n\nPlain text.\n")
-    (book / "a.md").write_text(_MYST_HEADER + "\n# Chapter a\n\n```{code-cell} ipython3\nprint('answer', 6 * 111)\n```\n\n"
-                               "```{code-cell} ipython3\n:tags: [raises-exception]\n\n"
-                               "raise ValueError('shown on purpose')\n```\n")  # not a failure
-    (book / "b.md").write_text(_MYST_HEADER + "\n# Chapter b\n\n```{code-cell} ipython3\nprint('before')\n```\n\n"
-                               "```{code-cell} ipython3\n:tags: [remove-cell]\n\n"
-                               "assert 1 + 1 == 3, 'planted claim failed'\n```\n\n```{code-cell} ipython3\nprint('after')\n```\n")
-    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: a\n  - file: b\n")
-    (book / "_config.yml").write_text(yaml.safe_dump({
-        "title": "t", "execute": {"execute_notebooks": "cache", "timeout": 60},
-        "sphinx": {"local_extensions": {"cifs_bookexec": str(EXT)}}}))
-    env = {**os.environ, "CIFS_BOOK_JOBS": "2", "CIFS_BOOK_PREPARE": "0"}
-    res = subprocess.run([str(jb), "build", str(book)], capture_output=True, text=True, timeout=600, env=env)
-    log = res.stdout + res.stderr
-    assert res.returncode != 0, log[-3000:]
+    build, book = _toy_book(tmp_path, {
+        "a": _cell("print('answer', 6 * 111)") + _cell("raise ValueError('shown on purpose')", "raises-exception"),
+        "b": _cell("print('before')") + _cell("assert 1 + 1 == 3, 'planted claim failed'", "remove-cell")
+             + _cell("print('after')"),
+    })  # a's error is shown on purpose: not a failure
+    rc, log = build()
+    assert rc != 0, log[-3000:]
     assert "1 chapter(s) failed while executing: b" in log, log[-3000:]
     html = book / "_build" / "html"
     assert "answer 666" in (html / "a.html").read_text() and (html / "intro.html").exists()
@@ -182,9 +186,8 @@ def test_a_failing_chapter_leaves_every_other_page_and_a_non_zero_exit(tmp_path)
     assert "Chapter failed: b" in page and "planted claim failed" in page
     assert "before" in page and "after" in page  # the cells after the failing one ran too
     # the next build runs the failed chapter again although its source did not change (and only it)
-    again = subprocess.run([str(jb), "build", str(book)], capture_output=True, text=True, timeout=600, env=env)
-    log = again.stdout + again.stderr
-    assert again.returncode != 0 and "[book] executing 1 chapters" in log and "failed while executing: b" in log, log[-3000:]
+    rc, log = build()
+    assert rc != 0 and "[book] executing 1 chapters" in log and "failed while executing: b" in log, log[-3000:]
 
 
 def _notebook(*sources: str):

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cifs_edu.plots import BOOK_BUILD_ENV
+from cifs_edu.runtime import env_number
 
 __all__ = ["setup", "execute_notebooks", "show_failure", "cell_errors", "book_jobs", "chapter_limit",
            "JOBS_ENV", "EXECUTE_ENV", "PREPARE_ENV", "CHAPTER_TIMEOUT_ENV", "BOOK_BUILD_ENV"]
@@ -63,16 +64,8 @@ CHAPTER_TIMEOUT_ENV = "CIFS_BOOK_CHAPTER_TIMEOUT"
 
 def book_jobs() -> int:
     """Processes/kernels the book build uses: ``CIFS_BOOK_JOBS``, else 2 (1 on a one-core machine)."""
-    raw = os.environ.get(JOBS_ENV, "").strip()
-    if not raw:
-        return max(1, min(2, os.cpu_count() or 1))
-    try:
-        jobs = int(raw)
-    except ValueError:
-        jobs = 0
-    if jobs < 1:
-        raise ValueError(f"{JOBS_ENV} must be an integer >= 1, got {raw!r}")
-    return jobs
+    jobs = env_number(JOBS_ENV, int, 1)
+    return max(1, min(2, os.cpu_count() or 1)) if jobs is None else jobs
 
 
 def _execute_one(nb_json: str, cwd: str, timeout: int | None, allow_errors: bool) -> dict[str, Any]:
@@ -135,17 +128,11 @@ def chapter_limit() -> float | None:
     it is stuck: e.g. a kernel that stops answering, which ipykernel 7 does now and then), and no
     limit otherwise (the per-cell ``timeout`` of ``_config.yml`` still applies).
     """
-    raw = os.environ.get(CHAPTER_TIMEOUT_ENV, "").strip()
-    if not raw:
+    limit = env_number(CHAPTER_TIMEOUT_ENV, float, 0, hint="seconds; 0 = no limit")
+    if limit is None:
         from cifs_edu.profiles import get_profile
 
         return 180.0 if get_profile(None).name == "smoke" else None
-    try:
-        limit = float(raw)
-    except ValueError:
-        limit = -1.0
-    if limit < 0:
-        raise ValueError(f"{CHAPTER_TIMEOUT_ENV} must be a number of seconds >= 0, got {raw!r}")
     return limit or None
 
 

@@ -111,13 +111,10 @@ def check_inputs(x: Tensor, y: Tensor) -> None:
     if torch.is_inference_mode_enabled():
         raise RuntimeError("attacks need gradients with respect to the input: call them outside "
                            "torch.inference_mode() (torch.no_grad() is fine, the attack turns gradients on itself)")
-    if not torch.is_tensor(x) or not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point image tensor with values in [0, 1] (got "
-                         f"{x.dtype if torch.is_tensor(x) else type(x).__name__}); uint8 images: x.float() / 255")
+    check_images(x)
     if not torch.is_tensor(y) or y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() or y.dtype == torch.bool:
         got = f"{y.dtype}, shape {tuple(y.shape)}" if torch.is_tensor(y) else type(y).__name__
-        raise ValueError(f"y must be a 1-D integer label tensor of length {x.shape[0] if x.dim() else 0} (got {got})")
-    check_images(x)
+        raise ValueError(f"y must be a 1-D integer label tensor of length {x.shape[0]} (got {got})")
 
 
 def check_images(x: Tensor) -> None:
