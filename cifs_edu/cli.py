@@ -1,4 +1,4 @@
-"""Command line: ``python -m cifs_edu {train, eval, reproduce, prepare, list}``.
+"""Command line: ``python -m cifs_edu {train, eval, reproduce, prepare, reference, list}``.
 
 Examples::
 
@@ -8,6 +8,7 @@ Examples::
     python -m cifs_edu eval RUN_DIR --attack sweep --n 200
     python -m cifs_edu reproduce table1 --profile smoke
     python -m cifs_edu prepare --jobs 2        # train every model the book uses, two at a time
+    python -m cifs_edu reference --dataset folder:/data/cifar10 --out runs/reference   # the real-data reference run
     python -m cifs_edu list
     torchrun --nproc_per_node=4 -m cifs_edu train --profile paper --defense cifs     # several GPUs
 
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.specs import ATTACK_HELP
 
     p = argparse.ArgumentParser(prog="python -m cifs_edu", description="Train, evaluate and reproduce CIFS (Yan et al., ICML 2021).")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,reproduce,prepare,list}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,reproduce,prepare,reference,list}")
 
     t = sub.add_parser("train", help="train (or resume) one model", description="Train one model; resumes an interrupted run of the same configuration.")
     t.add_argument("--profile", choices=sorted(PROFILES), default=None, help="scale of the run (default: $CIFS_PROFILE or smoke)")
@@ -113,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: the profile's; 1 for smoke)")
     pr.add_argument("--seed", type=int, default=None, help="the models' seed (default: $CIFS_SEED or 0)")
     pr.add_argument("--plan", action="store_true", help="only list the models and sweeps, train nothing")
+
+    rf = sub.add_parser("reference", help="train and evaluate the reference models on real CIFAR-10",
+                        description="Train (or resume) the reference-cpu recipe (vanilla and CIFS, same budget, schedule "
+                                    "and seed), evaluate them on the test images and write <out>/<name>.json, the file "
+                                    "that cifs_edu.reference.load reads (see cifs_edu.reference).")
+    rf.add_argument("--dataset", default="cifar10", help="'cifar10' (torchvision's download) or 'folder:<path>' (default cifar10)")
+    rf.add_argument("--out", default="reference-run", help="folder for the run folders and the results (default ./reference-run)")
+    rf.add_argument("--model", action="append", choices=["vanilla", "cifs"], help="train/evaluate only this model (repeatable; default both)")
+    rf.add_argument("--stage", action="append", help="evaluation stage (repeatable; default all: attacks, channels, sweep, full_grad, report, autoattack)")
+    rf.add_argument("--seed", type=int, default=0, help="seed of both models (default 0)")
+    rf.add_argument("--tiny", action="store_true", help="toy size: a few hundred images, two epochs, small attacks (minutes)")
+    rf.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sub.add_parser("list", help="list the reproducible tables", description="List the tables `reproduce` knows.")
     return p
@@ -253,6 +266,15 @@ def _prepare(args) -> int:
     return 0
 
 
+def _reference(args) -> int:
+    from . import reference
+
+    rec = reference.run(args.dataset, args.out, models=tuple(args.model or ("vanilla", "cifs")), seed=args.seed,
+                        tiny=args.tiny, stages=tuple(args.stage or reference.STAGES), progress=not args.no_progress)
+    print(reference.table1(rec).round(1).to_string())
+    return 0
+
+
 def _list(args) -> int:
     from .experiments import list_tables
 
@@ -273,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "eval": _eval, "reproduce": _reproduce, "prepare": _prepare, "list": _list}
+    handlers = {"train": _train, "eval": _eval, "reproduce": _reproduce, "prepare": _prepare, "reference": _reference, "list": _list}
     try:
         if args.command in ("train", "reproduce"):  # prepare sets threads in its workers; eval has no profile
             with _cpu_threads(args.profile):

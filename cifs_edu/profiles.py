@@ -59,6 +59,8 @@ class Profile:
         cifs_mask_scale: ``"paper"`` (the softmax mask sums to 1, as in the paper) or
             ``"channels"`` (the short CPU schedules: CIFS's softmax mask is multiplied by the
             channel count C of the last CIFS layer, so that its mean is 1); see :data:`MASK_SCALE_NOTE`.
+        warm_start_epochs: natural-training epochs that start every run before its method
+            (the authors' warm start, for vanilla and CIFS alike; 0 = none).
         normalize: input normalisation of the profile's models on its own data set (a key of
             :data:`cifs_edu.models.DATASET_STATS`, or ``None`` for none, as the authors). Only
             ``smoke`` sets it (``"synthetic"``): see :data:`NORMALIZE_NOTE`.
@@ -92,6 +94,7 @@ class Profile:
     cifs_mask_scale: str = "paper"
     sweep_n: int | None = None
     normalize: str | None = None
+    warm_start_epochs: int = 0
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +112,8 @@ class Profile:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 problems.append(f"{name} must be > 0 or None (got {v})")
+        if not 0 <= self.warm_start_epochs < self.epochs:
+            problems.append(f"warm_start_epochs must be in [0, epochs) (got {self.warm_start_epochs})")
         if self.n_val < 0:
             problems.append(f"n_val must be >= 0 (got {self.n_val})")
         if self.lr <= 0:
@@ -255,6 +260,28 @@ PROFILES: dict[str, Profile] = {
         device="cuda",
         num_workers=2,
         eval_attacks=("natural", "fgsm", "pgd20", "cw"),
+    ),
+    "reference-cpu": Profile(
+        name="reference-cpu",
+        description="the reference run on the full CIFAR-10 on a 2-core CPU (about 75 min per model, two side by side)",
+        dataset="cifar10",
+        n_train=None,
+        n_val=1000,
+        n_test=None,
+        width=16,
+        epochs=11,
+        batch_size=128,
+        lr=0.1,
+        milestones=(7, 9),
+        weight_decay=2e-4,
+        eps=_EPS,
+        train_steps=3,
+        train_step_size=_EPS / 2,
+        eval_n=None,
+        aa_n=1000,
+        device="cpu",
+        warm_start_epochs=2,
+        sweep_n=2000,
     ),
     "paper": Profile(
         name="paper",

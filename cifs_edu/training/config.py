@@ -63,7 +63,7 @@ RUNTIME_FIELDS = ("cuda_graphs",)
 _FROM_PROFILE = (
     "dataset", "n_train", "n_val", "n_test", "width", "epochs", "batch_size", "lr", "milestones",
     "momentum", "weight_decay", "eps", "train_steps", "train_step_size", "eval_n", "eval_batch_size",
-    "eval_every", "aa_n", "eval_attacks", "eval_sweep", "val_steps",
+    "eval_every", "aa_n", "eval_attacks", "eval_sweep", "val_steps", "warm_start_epochs",
 )
 
 
@@ -149,6 +149,11 @@ class TrainConfig:
             of the FAT paper, 0.001: their code).
     Optimiser (SGD, lr x ``lr_gamma`` at each milestone epoch):
         epochs, batch_size, lr, milestones, lr_gamma, momentum, weight_decay.
+    Warm start:
+        warm_start_epochs: the first N of the ``epochs`` train the same model naturally (Eq. 3
+            / CE on clean images, no attack), then ``method`` takes over with the same optimiser
+            and schedule. The authors start CIFS-AT from a naturally trained CIFS model; this
+            is that start inside one run, for vanilla and CIFS alike (0 = none, the paper's text).
     Training attack:
         eps, train_steps, train_step_size, random_start (uniform in the eps-ball).
     Validation (picks ``best.pt``):
@@ -207,6 +212,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 2e-4
+    warm_start_epochs: int = 0
     eps: float = 8 / 255
     train_steps: int = 3
     train_step_size: float = 4 / 255
@@ -285,6 +291,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (not _is_int(v) or v <= 0):
                 p.append(f"{name} must be an integer > 0 or None (got {v!r})")
+        if not _is_int(self.warm_start_epochs) or self.warm_start_epochs < 0:
+            p.append(f"warm_start_epochs must be an integer >= 0 (got {self.warm_start_epochs!r})")
+        elif _is_int(self.epochs) and self.warm_start_epochs >= self.epochs > 0 and self.method != "standard":
+            p.append(f"warm_start_epochs ({self.warm_start_epochs}) must be fewer than epochs ({self.epochs})")
         if not _is_int(self.n_val) or self.n_val < 0:
             p.append(f"n_val must be an integer >= 0 (got {self.n_val!r})")
         if not _is_int(self.width) or self.width <= 0:
@@ -479,6 +489,10 @@ class TrainConfig:
         if done <= 90 / 120:
             return 1
         return 2
+
+    def natural_at(self, epoch: int) -> bool:
+        """True when the 0-based ``epoch`` trains on clean images (``standard``, or a warm-start epoch)."""
+        return self.method == "standard" or epoch < self.warm_start_epochs
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate during the 0-based ``epoch`` (MultiStepLR semantics)."""

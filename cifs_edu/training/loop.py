@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,29 @@ def _payload_data(data: TensorSplits) -> dict[str, Any]:
 
 def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_bytes(run_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in history).encode())
+
+
+def _warn_if_chance(config: TrainConfig, history: list[dict[str, Any]], data_info: dict[str, Any]) -> None:
+    """Warn when a CIFS/CAS run's training accuracy is still at chance after its first epochs.
+
+    Checked once, after the first two epochs of each phase (warm start, then ``method``): a run
+    whose accuracy has not left 100/classes + 2 points by then is most likely stuck (the paper's
+    softmax mask sums to 1 and shrinks the classifier's input by 1/C; see
+    :data:`cifs_edu.profiles.MASK_SCALE_NOTE`), and more epochs would waste the budget."""
+    if not config.adaptive:
+        return
+    n = len(history)
+    first = {2, config.warm_start_epochs + 2} if config.warm_start_epochs else {2}
+    if n not in first or n > config.epochs:
+        return
+    chance = 100.0 / max(int(data_info.get("num_classes", 10)), 1)
+    acc = history[-1]["train_acc"]
+    if acc <= chance + 2.0:
+        warnings.warn(
+            f"{config.defense} run {config.run_name}: training accuracy {acc:.1f}% after {n} epochs is still at "
+            f"chance ({chance:.0f}%). A softmax mask that sums to 1 shrinks the classifier's input by 1/C; "
+            "options: a natural warm start (warm_start_epochs), model_options={'scale': C}, or a longer schedule.",
+            RuntimeWarning, stacklevel=3)
 
 
 def _validate(model: nn.Module, data: TensorSplits, config: TrainConfig, device: torch.device) -> dict[str, float]:
@@ -374,7 +398,9 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
             x = x.contiguous(memory_format=mf)
             y = data.y_train[idx_dev]
             draw = noise.drawer((b,) + tuple(x.shape[1:]), part, mf)
-            if config.method == "pgd_at":
+            if config.natural_at(epoch):
+                x_adv = None
+            elif config.method == "pgd_at":
                 if graphed is not None:  # same examples, one graph launch; other batch shapes run eagerly
                     x_adv = graphed(x, y, draw)
                 else:
@@ -407,12 +433,15 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
         }
         if tau is not None:
             record["tau"] = tau
+        if config.warm_start_epochs:
+            record["natural"] = config.natural_at(epoch)
         last_epoch = epoch + 1 == config.epochs
         if has_val and ((epoch + 1) % config.eval_every == 0 or last_epoch):
             record.update(_validate(model, data, config, dev))
         record["time_s"] = time.perf_counter() - t0
         elapsed += record["time_s"]
         history.append(record)
+        _warn_if_chance(config, history, data_info)
         improved = False
         if record["val_pgd"] is not None:
             improved = best["val_pgd"] is None or record["val_pgd"] > best["val_pgd"]

@@ -194,7 +194,7 @@ def batch_loss(forward: nn.Module, x: Tensor, x_adv: Tensor | None, y: Tensor, c
                autocast=contextlib.nullcontext) -> tuple[Tensor, Tensor]:
     """Per-example training loss (N,) and the logits whose accuracy is logged (train mode).
 
-    ``standard``: Eq. 3 / CE on ``x``; ``pgd_at`` and ``fat``: on ``x_adv``;
+    ``standard`` (or ``x_adv is None``: a warm-start epoch): Eq. 3 / CE on ``x``; ``pgd_at`` and ``fat``: on ``x_adv``;
     ``trades``: Eq. 3 / CE on ``x`` + ``trades_beta`` * weighted KL(p(x) || p(x_adv)).
     """
     def loss_of(logits: Tensor, probes: dict[str, Tensor]) -> Tensor:
@@ -204,7 +204,7 @@ def batch_loss(forward: nn.Module, x: Tensor, x_adv: Tensor | None, y: Tensor, c
         return cross_entropy(logits, y)
 
     with autocast():
-        if config.method == "standard":
+        if config.method == "standard" or x_adv is None:
             ((logits, probes),) = forward([x], y)
             return loss_of(logits, probes), logits
         if config.method in ("pgd_at", "fat"):

@@ -1,0 +1,484 @@
+"""Reference runs on real CIFAR-10: the recipe, its evaluation and the committed results.
+
+The book's live runs use the embedded synthetic data (``smoke``). Beside them it shows one
+**reference run on real images, precomputed**: the ``reference-cpu`` profile (ResNet-18 of
+width 16, the whole training set, two natural warm-start epochs then PGD-3 adversarial
+training, 11 epochs in all), vanilla and CIFS with the same budget, schedule and seed, then
+evaluated on the real test images. Its numbers ship as a small JSON file::
+
+    from cifs_edu import reference
+    ref = reference.load("cpu")                 # the committed results (a dict)
+    ref["models"]["cifs"]["eval"]["sweep"]      # Table B.3 on 2,000 test images
+    reference.table1(ref)                       # clean / FGSM / PGD-20 / AutoAttack per model
+
+and the same recipe re-runs with one command (from torchvision's CIFAR-10 or an image folder)::
+
+    python -m cifs_edu reference --dataset cifar10 --out runs/reference
+    python -m cifs_edu reference --dataset folder:/data/cifar10 --out runs/reference --tiny   # minutes
+
+The committed run used "CIFAR-10 (JPEG re-encoding)": the 60,000 CIFAR-10 images of a public
+JPEG re-encoding (``scripts/unpack_cifar10_jpeg.py`` turns its one-file form into an image
+folder), not the official binary. Its numbers are labelled so wherever they are shown.
+
+What the evaluation measures (:data:`SIZES` gives the image counts; test images are taken in
+one fixed seeded order, so smaller sets are prefixes of larger ones):
+
+=============  =============================================================================
+``attacks``    clean, FGSM and PGD-20 (cross-entropy on the final logits) on every test image;
+               top-1/2/3 accuracy (Table 4); per-class accuracy; mask selectivity (CIFS)
+``channels``   Fig. 1 / A.1: per-channel activation magnitude and frequency at P1 (what the
+               final linear layer sees) for natural and PGD-20 images of all ten classes
+``sweep``      CIFS: FGSM and PGD-20 for every attacker's beta (Table B.3), the paper's
+               per-column worst and our per-image worst; which output survives each attack
+               point (Table 5). Vanilla: the same images under plain FGSM / PGD-20
+``full_grad``  CIFS: PGD-20 with gradients through the masks (``mask_grad="full"``)
+``report``     :func:`cifs_edu.evaluation.robustness_report` (the checklist; laptop preset
+               without its AutoAttack check, which runs on more images below)
+``autoattack`` standard AutoAttack (torchattacks: APGD-CE, APGD-T, FAB-T, Square)
+=============  =============================================================================
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .errors import ConfigError
+
+__all__ = ["RECIPE", "SIZES", "STAGES", "DATA_LABEL", "reference_config", "run", "evaluate_model", "load",
+           "available", "table1", "validate", "mask_selectivity"]
+
+#: The profile of the reference recipe (:data:`cifs_edu.profiles.PROFILES`).
+RECIPE = "reference-cpu"
+#: Evaluation stages, in the order they run (each is saved as soon as it finishes).
+STAGES = ("attacks", "channels", "sweep", "full_grad", "report", "autoattack")
+#: Test images per stage (``None`` = all): the issue's sizes, and a toy size for tests.
+SIZES: dict[str, dict[str, int | None]] = {
+    "full": {"attacks": None, "channels": None, "sweep": 2000, "full_grad": 2000, "report": 500, "autoattack": 1000},
+    "tiny": {"attacks": 200, "channels": 200, "sweep": 100, "full_grad": 100, "report": 40, "autoattack": 40},
+}
+#: Training overrides of the toy run (``--tiny``): a few hundred images, one warm-start and one AT epoch.
+TINY_TRAINING = {"n_train": 384, "n_val": 64, "n_test": 200, "width": 4, "epochs": 2, "milestones": (2,),
+                 "warm_start_epochs": 1}
+#: The label every number of the committed run carries.
+DATA_LABEL = "CIFAR-10 (JPEG re-encoding)"
+SCHEMA = 1
+_DIR = Path(__file__).with_name("data") / "reference"
+_MODELS = {"vanilla": "none", "cifs": "cifs"}
+
+
+# ============================================================================ the recipe
+def reference_config(defense: str, dataset: str = "cifar10", *, seed: int = 0, tiny: bool = False, **overrides: Any):
+    """The :class:`~cifs_edu.training.TrainConfig` of one reference model.
+
+    Args:
+        defense: ``"none"`` (vanilla PGD-AT) or ``"cifs"`` (the paper's softmax mask, which sums
+            to 1, and the paper's literal label rule ``label_rule="authors"``: the probe's top-1
+            replaced by the true label).
+        dataset: ``"cifar10"`` (torchvision's download) or ``"folder:<path>"``.
+        tiny: the toy size of :data:`TINY_TRAINING` (for tests).
+    """
+    from .training import TrainConfig
+
+    if defense not in _MODELS.values():
+        raise ConfigError(f"defense must be one of {tuple(_MODELS.values())} (got {defense!r})")
+    opts = {"label_rule": "authors"} if defense == "cifs" else {}
+    values = {"defense": defense, "dataset": dataset, "model_options": opts, "seed": seed,
+              "eval_attacks": ("natural",), "eval_best": False, **(TINY_TRAINING if tiny else {}), **overrides}
+    return TrainConfig.from_profile(RECIPE, **values)
+
+
+# ============================================================================ measurements
+def mask_selectivity(masks: Tensor, top: float = 0.1) -> dict[str, float]:
+    """How many channels a mask keeps, averaged over images.
+
+    Args:
+        masks: (N, C) non-negative channel masks (e.g. ``model.forward_with_aux(x).masks["P1"]``).
+        top: share of channels whose mass is reported (10%).
+
+    Returns:
+        ``effective_channels``: exp(entropy) of the mask normalised to sum 1, in [1, C]
+        (C = keeps every channel alike, 1 = keeps one); ``top_mass``: share of the mask's mass
+        on its ``ceil(top * C)`` largest channels (``top`` = no selection, 1 = all there);
+        ``channels``: C.
+    """
+    if masks.dim() != 2 or masks.shape[1] < 1:
+        raise ConfigError(f"masks must be (N, C) (got shape {tuple(masks.shape)})")
+    p = masks.detach().double().clamp_min(0)
+    p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-300)
+    entropy = -(p * p.clamp_min(1e-300).log()).sum(dim=1)
+    k = max(1, math.ceil(top * p.shape[1]))
+    return {"effective_channels": float(entropy.exp().mean()), "top_mass": float(p.topk(k, dim=1).values.sum(1).mean()),
+            "channels": int(p.shape[1]), "top": top}
+
+
+def _read(model: nn.Module, x: Tensor, batch_size: int) -> dict[str, Tensor]:
+    """Eval-mode logits of the final output and of every probe, and the masks, for ``x``."""
+    out: dict[str, list[Tensor]] = {}
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            aux = model.forward_with_aux(x[i:i + batch_size])
+            out.setdefault("final", []).append(aux.logits)
+            for p, v in (aux.probe_logits or {}).items():
+                out.setdefault(f"{p} probe", []).append(v)
+            for p, v in (aux.masks or {}).items():
+                out.setdefault(f"{p} mask", []).append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _adversarial(attack: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, batch_size: int,
+                 desc: str, progress: bool) -> Tensor:
+    from tqdm.auto import tqdm
+
+    starts = range(0, x.shape[0], batch_size)
+    return torch.cat([attack(x[i:i + batch_size], y[i:i + batch_size])
+                      for i in tqdm(starts, desc=desc, leave=False, disable=not progress)])
+
+
+def _pct(correct: Tensor) -> float:
+    return 100.0 * float(correct.double().mean()) if correct.numel() else float("nan")
+
+
+def _topk(logits: Tensor, y: Tensor) -> dict[str, float]:
+    ranks = (logits > logits.gather(1, y[:, None])).sum(1)
+    return {f"top{k}": _pct(ranks < k) for k in (1, 2, 3)}
+
+
+def _stage_attacks(model, cifs: bool, X, Y, eps, bs, progress, keep: dict) -> dict[str, Any]:
+    from .attacks import FGSM, PGD
+
+    out: dict[str, Any] = {"n": int(Y.numel())}
+    read = {"natural": _read(model, X, bs)}
+    adv = {"fgsm": _adversarial(FGSM(model, eps), X, Y, bs, "FGSM", progress),
+           "pgd20": _adversarial(PGD(model, eps, steps=20), X, Y, bs, "PGD-20", progress)}
+    keep["pgd20"] = adv["pgd20"]
+    read.update({k: _read(model, v, bs) for k, v in adv.items()})
+    num_classes = read["natural"]["final"].shape[1]
+    for name, r in read.items():
+        correct = r["final"].argmax(1) == Y
+        out[name] = {"accuracy": _pct(correct), **_topk(r["final"], Y),
+                     "per_class": [_pct(correct[Y == c]) for c in range(num_classes)]}
+        if cifs:
+            out[name]["probes"] = {k.split()[0]: _pct(v.argmax(1) == Y) for k, v in r.items() if k.endswith("probe")}
+            out[name]["selectivity"] = {k.split()[0]: mask_selectivity(v) for k, v in r.items() if k.endswith("mask")}
+    return out
+
+
+def _stage_channels(model, X, Y, bs, keep: dict) -> dict[str, Any]:
+    from .analysis import channel_stats
+
+    classes = sorted(int(c) for c in Y.unique())
+    out = {}
+    for c in classes:
+        s = channel_stats(model, X, Y, c, x_adv=keep["pgd20"])
+        out[str(c)] = {"order": s.order.tolist(), "weight": _round(s.weight),
+                       "magnitude": {k: _round(v) for k, v in s.magnitude.items()},
+                       "frequency": {k: _round(v) for k, v in s.frequency.items()}}
+    return {"n": int(Y.numel()), "position": "P1 (pooled, what the final linear layer sees)", "attack": "PGD-20",
+            "classes": out}
+
+
+def _round(t: Tensor, digits: int = 4) -> list[float]:
+    return [round(float(v), digits) for v in t.flatten()]
+
+
+def _stage_sweep(model, cifs: bool, X, Y, eps, bs, progress) -> dict[str, Any]:
+    from .attacks import FGSM, PGD
+    from .losses import BETA_SWEEP
+
+    if not cifs:  # beta_atk changes nothing without probes: the plain attacks on the same images
+        res = {}
+        for name, atk in (("fgsm", FGSM(model, eps)), ("pgd20", PGD(model, eps, steps=20))):
+            res[name] = _pct(_read(model, _adversarial(atk, X, Y, bs, name, progress), bs)["final"].argmax(1) == Y)
+        return {"n": int(Y.numel()), "plain": res}
+    out: dict[str, Any] = {"n": int(Y.numel()), "betas": [str(b) for b in BETA_SWEEP], "fgsm": {}, "pgd20": {},
+                           "outputs": {}}
+    worst = {"fgsm": torch.ones_like(Y, dtype=torch.bool), "pgd20": torch.ones_like(Y, dtype=torch.bool)}
+    for b in BETA_SWEEP:
+        for name, make in (("fgsm", lambda: FGSM(model, eps, loss="adaptive", beta_atk=b)),
+                           ("pgd20", lambda: PGD(model, eps, steps=20, loss="adaptive", beta_atk=b))):
+            r = _read(model, _adversarial(make(), X, Y, bs, f"{name} beta_atk={b}", progress), bs)
+            correct = r["final"].argmax(1) == Y
+            worst[name] &= correct
+            out[name][str(b)] = _pct(correct)
+            if name == "pgd20":  # Table 5: which output survives this attack point
+                out["outputs"][str(b)] = {k: _pct(v.argmax(1) == Y) for k, v in r.items() if not k.endswith("mask")}
+                probe_fooled = {k: v.argmax(1) != Y for k, v in r.items() if k.endswith("probe")}
+                out["outputs"][str(b)]["purified"] = {k.split()[0]: int((f & correct).sum()) for k, f in probe_fooled.items()}
+    for name in ("fgsm", "pgd20"):
+        col = min(out[name], key=out[name].get)
+        out[name + "_lowest_column"] = {"beta": col, "accuracy": out[name][col]}
+        out[name + "_per_image_worst"] = _pct(worst[name])
+    return out
+
+
+def _stage_full_grad(model, cifs: bool, X, Y, eps, bs, progress, betas: Sequence[Any]) -> dict[str, Any]:
+    from .attacks import PGD
+
+    if not cifs:
+        return {"n": int(Y.numel()), "skipped": "no masks: the full gradient equals the plain one"}
+    out: dict[str, Any] = {"n": int(Y.numel()), "pgd20": {}}
+    worst = torch.ones_like(Y, dtype=torch.bool)
+    for b in betas:
+        atk = PGD(model, eps, steps=20, loss="adaptive", beta_atk=b, mask_grad="full")
+        correct = _read(model, _adversarial(atk, X, Y, bs, f"full-gradient beta_atk={b}", progress), bs)["final"].argmax(1) == Y
+        worst &= correct
+        out["pgd20"][str(b)] = _pct(correct)
+    out["per_image_worst"] = _pct(worst)
+    return out
+
+
+def _stage_report(model, X, Y, surrogate, name, progress, tiny: bool) -> dict[str, Any]:
+    from .evaluation import CHECKS, ReportConfig, robustness_report
+
+    checks = tuple(c for c in CHECKS if c != "autoattack")
+    cfg = ReportConfig.from_profile("smoke" if tiny else "laptop", n=None, checks=checks)
+    rep = robustness_report(model, (X, Y), cfg, surrogate=surrogate, name=name, progress=progress)
+    d = rep.to_dict()
+    d["summary"] = rep.summary()
+    d["worst_case_accuracy"] = rep.worst_case_accuracy
+    d["flag_codes"] = [f.code for f in rep.flags]
+    return d
+
+
+def _stage_autoattack(model, X, Y, eps, bs, progress, tiny: bool) -> dict[str, Any]:
+    from .attacks import AutoAttack
+
+    if tiny:
+        atk = AutoAttack(model, eps, version="custom", attacks_to_run=("apgd-ce", "square"), steps=5, n_queries=20)
+    else:
+        atk = AutoAttack(model, eps, version="standard")
+    correct = _read(model, _adversarial(atk, X, Y, bs, "AutoAttack", progress), bs)["final"].argmax(1) == Y
+    return {"n": int(Y.numel()), "accuracy": _pct(correct), "attack": str(atk), "version": "custom (toy)" if tiny else "standard"}
+
+
+def evaluate_model(model: nn.Module, config, X: Tensor, Y: Tensor, *, sizes: Mapping[str, int | None],
+                   stages_path: Path, surrogate: nn.Module | None = None, name: str = "", progress: bool = True,
+                   stages: Sequence[str] = STAGES, tiny: bool = False) -> dict[str, Any]:
+    """Run the evaluation ``stages`` on the test images ``X`` (N, 3, 32, 32) in [0, 1], labels ``Y``.
+
+    Each stage's result is written to ``stages_path`` (JSON) as soon as it finishes, with the
+    weights' digest; a second call skips the stages already there for the same weights.
+    Returns ``{stage: result}`` and ``{stage: seconds}`` under ``"_time_s"``.
+    """
+    from .attacks import PGD
+    from .checkpoint import weights_digest
+
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stages {unknown}; choose from {STAGES}")
+    digest = weights_digest(model.state_dict())
+    done: dict[str, Any] = {}
+    if stages_path.exists():
+        saved = json.loads(stages_path.read_text())
+        if saved.get("weights_sha256") == digest:
+            done = saved
+    done.update({"weights_sha256": digest})
+    done.setdefault("_time_s", {})
+    cifs = config.defense == "cifs"
+    eps, bs = config.eps, config.eval_batch_size
+    take = lambda stage: (X, Y) if sizes[stage] is None else (X[:sizes[stage]], Y[:sizes[stage]])  # noqa: E731
+    keep: dict[str, Tensor] = {}
+    model.eval()
+    for stage in stages:
+        if stage in done:
+            continue
+        t0 = time.perf_counter()
+        x, y = take(stage)
+        if stage == "attacks":
+            result = _stage_attacks(model, cifs, x, y, eps, bs, progress, keep)
+        elif stage == "channels":
+            if "pgd20" not in keep:  # the attacks stage ran in an earlier call
+                keep["pgd20"] = _adversarial(PGD(model, eps, steps=20), x, y, bs, "PGD-20", progress)
+            n = keep["pgd20"].shape[0]
+            result = _stage_channels(model, x[:n], y[:n], bs, keep)
+        elif stage == "sweep":
+            result = _stage_sweep(model, cifs, x, y, eps, bs, progress)
+        elif stage == "full_grad":
+            col = done.get("sweep", {}).get("pgd20_lowest_column", {}).get("beta")
+            betas = [0] + ([col] if col not in (None, "0") else [])
+            result = _stage_full_grad(model, cifs, x, y, eps, bs, progress, [_beta(b) for b in betas])
+        elif stage == "report":
+            result = _stage_report(model, x, y, surrogate, name, progress, tiny)
+        else:
+            result = _stage_autoattack(model, x, y, eps, bs, progress, tiny)
+        done[stage] = result
+        done["_time_s"][stage] = round(time.perf_counter() - t0, 1)
+        stages_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stages_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(done))
+        tmp.replace(stages_path)
+    return done
+
+
+def _beta(text: Any) -> Any:
+    from .losses import parse_beta
+
+    return parse_beta(float(text) if isinstance(text, str) and text.replace(".", "", 1).isdigit() else text)
+
+
+# ============================================================================ the whole run
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _data_source(dataset: str) -> dict[str, Any]:
+    if dataset.startswith("folder:"):
+        marker = Path(dataset[7:]) / "SOURCE.json"
+        if marker.exists():
+            src = json.loads(marker.read_text())
+            return {"dataset": dataset, "label": DATA_LABEL, "sha256": src.get("sha256"), "source": src.get("source")}
+        return {"dataset": dataset, "label": f"image folder {dataset[7:]}", "sha256": None}
+    return {"dataset": dataset, "label": "CIFAR-10 (torchvision)" if dataset == "cifar10" else dataset, "sha256": None}
+
+
+def _hardware() -> dict[str, Any]:
+    import os
+
+    return {"machine": platform.machine(), "processor": platform.processor() or None, "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def run(dataset: str = "cifar10", out: str | Path = "reference-run", *, models: Sequence[str] = ("vanilla", "cifs"),
+        seed: int = 0, tiny: bool = False, stages: Sequence[str] = STAGES, progress: bool = True,
+        name: str | None = None) -> dict[str, Any]:
+    """Train (or resume) the reference models and evaluate them; write ``<out>/<name>.json``.
+
+    Args:
+        dataset: ``"cifar10"`` or ``"folder:<path>"`` (train/ and test/ image folders).
+        out: folder for the run folders (``<out>/<model>/``) and the results.
+        models: which of ``"vanilla"`` and ``"cifs"`` (both by default; one at a time lets two
+            processes share a 2-core machine: run ``--model vanilla`` and ``--model cifs`` side by
+            side, then once more with both to collect the JSON, which trains and evaluates nothing new).
+        tiny: toy size (:data:`TINY_TRAINING`, :data:`SIZES` ``"tiny"``): minutes on a CPU.
+        stages: evaluation stages (:data:`STAGES`); finished ones are skipped.
+
+    Returns:
+        the results (the dict that :func:`load` returns for a committed run).
+    """
+    from .datasets import DataNotFoundError  # noqa: F401  (raised by load_tensors before any work)
+    from .training import load_model, train
+    from .training.data import load_tensors
+
+    unknown = [m for m in models if m not in _MODELS]
+    if unknown or not models:
+        raise ConfigError(f"models must be a non-empty subset of {tuple(_MODELS)} (got {list(models)})")
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ConfigError(f"unknown stages {bad}; choose from {STAGES}")
+    out = Path(out)
+    name = name or ("tiny" if tiny else "reference")
+    configs = {m: reference_config(_MODELS[m], dataset, seed=seed, tiny=tiny) for m in _MODELS}
+    data = load_tensors(configs["vanilla"])
+    order = torch.randperm(data.y_test.numel(), generator=torch.Generator().manual_seed(seed))
+    X, Y = data.x_test[order], data.y_test[order]
+    results: dict[str, Any] = {}
+    trained = {}
+    for m in models:
+        trained[m] = train(configs[m], run_dir=out / m, progress=progress)
+    for m in models:
+        other = "cifs" if m == "vanilla" else "vanilla"
+        surrogate = load_model(out / other, "last") if (out / other / "last.pt").exists() else None
+        model = trained[m].model.eval()
+        ev = evaluate_model(model, configs[m], X, Y, sizes=SIZES["tiny" if tiny else "full"],
+                            stages_path=out / m / "reference_eval.json", surrogate=surrogate, name=m,
+                            progress=progress, stages=stages, tiny=tiny)
+        results[m] = {"run_name": configs[m].run_name, "config": configs[m].to_dict(),
+                      "weights_sha256": ev["weights_sha256"], "history": trained[m].history,
+                      "train_time_s": (trained[m].metrics or {}).get("train_time_s"),
+                      "eval_time_s": ev["_time_s"], "eval": {s: ev[s] for s in STAGES if s in ev}}
+    record = {"schema": SCHEMA, "name": name, "recipe": RECIPE, "tiny": tiny, "seed": seed,
+              "data": _data_source(dataset), "code_commit": _git_commit(), "hardware": _hardware(),
+              "sizes": SIZES["tiny" if tiny else "full"], "models": results,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if set(models) == set(_MODELS):
+        validate(record)
+        path = out / f"{name}.json"
+        path.write_text(json.dumps(record, indent=None, separators=(",", ":")))
+    return record
+
+
+# ============================================================================ reading results
+def validate(record: Mapping[str, Any]) -> None:
+    """Check a results dict has the schema :func:`run` writes; raise :class:`ConfigError` naming what is missing."""
+    problems = []
+    for key in ("schema", "name", "recipe", "seed", "data", "code_commit", "hardware", "sizes", "models"):
+        if key not in record:
+            problems.append(f"missing {key!r}")
+    models = record.get("models", {})
+    for m in _MODELS:
+        if m not in models:
+            problems.append(f"missing model {m!r}")
+            continue
+        for key in ("config", "history", "weights_sha256", "eval", "eval_time_s"):
+            if key not in models[m]:
+                problems.append(f"model {m!r}: missing {key!r}")
+        ev = models[m].get("eval", {})
+        if "attacks" in ev:
+            for k in ("natural", "fgsm", "pgd20"):
+                if "accuracy" not in ev["attacks"].get(k, {}):
+                    problems.append(f"model {m!r}: attacks.{k}.accuracy missing")
+    if record.get("schema") != SCHEMA:
+        problems.append(f"schema {record.get('schema')!r} is not {SCHEMA}")
+    if problems:
+        raise ConfigError("reference results: " + "; ".join(problems))
+
+
+def available() -> list[str]:
+    """Names of the committed reference results (e.g. ``["cpu"]``)."""
+    return sorted(p.stem for p in _DIR.glob("*.json"))
+
+
+def load(name: str | Path = "cpu") -> dict[str, Any]:
+    """The committed results of reference run ``name`` (see :func:`available`), validated; or the
+    results file that :func:`run` wrote, given its path (``Path`` or a name ending in ``.json``).
+
+    Raises:
+        ConfigError: unknown name (the message lists the available ones) or a file that does not
+            have the schema of :func:`run`.
+    """
+    path = Path(name) if isinstance(name, Path) or str(name).endswith(".json") else _DIR / f"{name}.json"
+    if not path.exists():
+        raise ConfigError(f"no reference results {str(name)!r} ({path} does not exist); committed ones: {available()}")
+    record = json.loads(path.read_text())
+    validate(record)
+    return record
+
+
+def table1(record: Mapping[str, Any]) -> "Any":
+    """Table 1 of a reference run as a DataFrame: rows vanilla / CIFS; columns clean, FGSM, PGD-20
+    (CIFS: lowest column over beta_atk, the paper's protocol, and the per-image worst, ours),
+    full-gradient PGD-20 and AutoAttack (``NaN`` where a stage did not run)."""
+    import pandas as pd
+
+    rows = {}
+    for m, r in record["models"].items():
+        ev = r["eval"]
+        att, sw = ev.get("attacks", {}), ev.get("sweep", {})
+        row = {"clean": att.get("natural", {}).get("accuracy"), "FGSM": att.get("fgsm", {}).get("accuracy"),
+               "PGD-20": att.get("pgd20", {}).get("accuracy")}
+        if "pgd20_lowest_column" in sw:
+            row["PGD-20, lowest beta_atk column"] = sw["pgd20_lowest_column"]["accuracy"]
+            row["PGD-20, per-image worst over beta_atk"] = sw["pgd20_per_image_worst"]
+        elif "plain" in sw:
+            row["PGD-20, lowest beta_atk column"] = sw["plain"]["pgd20"]
+            row["PGD-20, per-image worst over beta_atk"] = sw["plain"]["pgd20"]
+        fg = ev.get("full_grad", {})
+        row["PGD-20, full gradient"] = fg.get("per_image_worst")
+        row["AutoAttack"] = ev.get("autoattack", {}).get("accuracy")
+        rows[m] = row
+    return pd.DataFrame(rows).T.astype(float)
