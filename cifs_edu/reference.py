@@ -54,7 +54,8 @@ from torch import Tensor
 from .errors import ConfigError
 
 __all__ = ["RECIPE", "SIZES", "STAGES", "DATA_LABEL", "reference_config", "run", "evaluate_model", "load",
-           "available", "table1", "validate", "mask_selectivity"]
+           "available", "validate", "mask_selectivity", "describe", "table1", "channel_stats", "pr_nr", "curves",
+           "per_class", "sweep_table", "table5", "selectivity", "report"]
 
 #: The profile of the reference recipe (:data:`cifs_edu.profiles.PROFILES`).
 RECIPE = "reference-cpu"
@@ -182,7 +183,8 @@ def _stage_channels(model, X, Y, bs, keep: dict) -> dict[str, Any]:
         s = channel_stats(model, X, Y, c, x_adv=keep["pgd20"])
         out[str(c)] = {"order": s.order.tolist(), "weight": _round(s.weight),
                        "magnitude": {k: _round(v) for k, v in s.magnitude.items()},
-                       "frequency": {k: _round(v) for k, v in s.frequency.items()}}
+                       "frequency": {k: _round(v) for k, v in s.frequency.items()},
+                       "raw_mean": {k: _round(v, 6) for k, v in s.raw_mean.items()}}
     return {"n": int(Y.numel()), "position": "P1 (pooled, what the final linear layer sees)", "attack": "PGD-20",
             "classes": out}
 
@@ -402,7 +404,7 @@ def run(dataset: str = "cifar10", out: str | Path = "reference-run", *, models: 
                       "train_time_s": (trained[m].metrics or {}).get("train_time_s"),
                       "eval_time_s": ev["_time_s"], "eval": {s: ev[s] for s in STAGES if s in ev}}
     record = {"schema": SCHEMA, "name": name, "recipe": RECIPE, "tiny": tiny, "seed": seed,
-              "data": _data_source(dataset), "code_commit": _git_commit(), "hardware": _hardware(),
+              "data": _data_source(dataset), "classes": list(data.classes), "code_commit": _git_commit(), "hardware": _hardware(),
               "sizes": SIZES["tiny" if tiny else "full"], "models": results,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if set(models) == set(_MODELS):
@@ -416,7 +418,7 @@ def run(dataset: str = "cifar10", out: str | Path = "reference-run", *, models: 
 def validate(record: Mapping[str, Any]) -> None:
     """Check a results dict has the schema :func:`run` writes; raise :class:`ConfigError` naming what is missing."""
     problems = []
-    for key in ("schema", "name", "recipe", "seed", "data", "code_commit", "hardware", "sizes", "models"):
+    for key in ("schema", "name", "recipe", "seed", "data", "classes", "code_commit", "hardware", "sizes", "models"):
         if key not in record:
             problems.append(f"missing {key!r}")
     models = record.get("models", {})
@@ -457,6 +459,99 @@ def load(name: str | Path = "cpu") -> dict[str, Any]:
     record = json.loads(path.read_text())
     validate(record)
     return record
+
+
+def describe(record: Mapping[str, Any]) -> str:
+    """One line of provenance for captions: data, recipe, seed, code commit, hardware, wall times."""
+    cfg = record["models"]["cifs"]["config"]
+    minutes = {m: (r.get("train_time_s") or float("nan")) / 60 for m, r in record["models"].items()}
+    commit = (record.get("code_commit") or "unknown")[:7]
+    return (f"reference run on real data, precomputed ({record['data']['label']}): ResNet-18 width {cfg['width']}, "
+            f"{cfg['epochs']} epochs ({cfg['warm_start_epochs']} natural warm-start + {cfg['epochs'] - cfg['warm_start_epochs']} "
+            f"PGD-{cfg['train_steps']} AT), seed {record['seed']}, code {commit}, {record['hardware'].get('cpus')}-core CPU, "
+            f"training {minutes['vanilla']:.0f} min (vanilla) / {minutes['cifs']:.0f} min (CIFS); not this build's run")
+
+
+def channel_stats(record: Mapping[str, Any], model: str, cls: int):
+    """The stored Fig. 1 statistics of ``model`` (``"vanilla"`` or ``"cifs"``) for class ``cls`` as a
+    :class:`cifs_edu.analysis.ChannelStats` (for :func:`cifs_edu.plots.plot_channel_stats`)."""
+    from .analysis import ChannelStats
+
+    c = record["models"][model]["eval"]["channels"]["classes"][str(cls)]
+    vec = lambda d: {k: torch.tensor(v) for k, v in d.items()}  # noqa: E731
+    return ChannelStats(cls=cls, order=torch.tensor(c["order"]), weight=torch.tensor(c["weight"]),
+                        magnitude=vec(c["magnitude"]), frequency=vec(c["frequency"]), raw_mean=vec(c.get("raw_mean", {})))
+
+
+def pr_nr(record: Mapping[str, Any]) -> "Any":
+    """Per model and class: mean activation of the PR (weight > 0) and NR (weight < 0) channels of
+    the class, natural vs PGD-20, and their ratio (from the stored class means)."""
+    import pandas as pd
+
+    rows = {}
+    for m in record["models"]:
+        for k, c in record["models"][m]["eval"]["channels"]["classes"].items():
+            w = torch.tensor(c["weight"])
+            nat, adv = (torch.tensor(c["raw_mean"][kind]) for kind in ("natural", "adversarial"))
+            for label, sel in (("PR", w > 0), ("NR", w < 0)):
+                a, b = float(nat[sel].mean()), float(adv[sel].mean())
+                rows[(m, record["classes"][int(k)], label)] = {"natural": a, "PGD-20": b, "PGD-20 / natural": b / a}
+    return pd.DataFrame(rows).T.rename_axis(["model", "class", "channels"])
+
+
+def curves(record: Mapping[str, Any]) -> "Any":
+    """Training curves (Fig. 4): one row per model and epoch (train accuracy on the examples it
+    trained on, validation clean and PGD accuracy, learning rate, whether the epoch was natural)."""
+    import pandas as pd
+
+    rows = [{"model": m, **h} for m, r in record["models"].items() for h in r["history"]]
+    return pd.DataFrame(rows).set_index(["model", "epoch"])
+
+
+def per_class(record: Mapping[str, Any], attack: str = "pgd20") -> "Any":
+    """Accuracy (%) per class (rows) and model (columns) under ``attack`` (``natural``/``fgsm``/``pgd20``)."""
+    import pandas as pd
+
+    return pd.DataFrame({m: r["eval"]["attacks"][attack]["per_class"] for m, r in record["models"].items()},
+                        index=record["classes"])
+
+
+def sweep_table(record: Mapping[str, Any]) -> "Any":
+    """Table B.3 of the CIFS model: FGSM and PGD-20 accuracy per attacker's beta, then the paper's
+    per-column worst and our per-image worst."""
+    import pandas as pd
+
+    sw = record["models"]["cifs"]["eval"]["sweep"]
+    t = pd.DataFrame({"FGSM": sw["fgsm"], "PGD-20": sw["pgd20"]})
+    t.loc["lowest column (paper's protocol)"] = [sw["fgsm_lowest_column"]["accuracy"], sw["pgd20_lowest_column"]["accuracy"]]
+    t.loc["per-image worst case (ours, stricter)"] = [sw["fgsm_per_image_worst"], sw["pgd20_per_image_worst"]]
+    return t.rename_axis("beta_atk")
+
+
+def table5(record: Mapping[str, Any]) -> "Any":
+    """Table 5 of the CIFS model: PGD-20 accuracy (%) by attack point (rows) and output read (columns)."""
+    import pandas as pd
+
+    names = {"0": "final (beta_atk = 0)", "inf-P2": "P2 probe (inf-P2)", "inf-P1": "P1 probe (inf-P1)", "2": "joint (beta_atk = 2)"}
+    outs = record["models"]["cifs"]["eval"]["sweep"]["outputs"]
+    return pd.DataFrame({names[b]: {k: v for k, v in outs[b].items() if k != "purified"} for b in names if b in outs}).T
+
+
+def selectivity(record: Mapping[str, Any]) -> "Any":
+    """Mask selectivity of the CIFS model (:func:`mask_selectivity`) per layer, natural and PGD-20 images."""
+    import pandas as pd
+
+    att = record["models"]["cifs"]["eval"]["attacks"]
+    return pd.DataFrame({(kind, p): v for kind in ("natural", "pgd20") for p, v in att[kind]["selectivity"].items()}).T
+
+
+def report(record: Mapping[str, Any], model: str):
+    """The stored robustness report of ``model`` as a :class:`cifs_edu.evaluation.RobustnessReport`."""
+    from .evaluation import RobustnessReport
+
+    d = {k: v for k, v in record["models"][model]["eval"]["report"].items()
+         if k not in ("summary", "worst_case_accuracy", "flag_codes")}
+    return RobustnessReport.from_dict(d)
 
 
 def table1(record: Mapping[str, Any]) -> "Any":
