@@ -12,14 +12,20 @@ in that order,
   activation of the same image (Appendix A.1),
 
 for natural images and for their adversarial versions.
+
+:func:`mask_selectivity` measures how many channels a CIFS mask keeps (effective channels
+exp(H) of the normalised mask, and the mass on its top 10% of channels).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .errors import ConfigError
 
 __all__ = [
     "final_linear",
@@ -29,6 +35,7 @@ __all__ = [
     "per_class_accuracy",
     "topk_correct",
     "class_pair_change",
+    "mask_selectivity",
 ]
 
 Attack = Callable[[Tensor, Tensor], Tensor]
@@ -168,3 +175,26 @@ def class_pair_change(classes_clean: Tensor, classes_adv: Tensor) -> Tensor:
     a, _ = classes_clean.sort(dim=1)
     b, _ = classes_adv.sort(dim=1)
     return (a != b).any(dim=1)
+
+
+def mask_selectivity(masks: Tensor, top: float = 0.1) -> dict[str, float]:
+    """How many channels a mask keeps, averaged over images.
+
+    Args:
+        masks: (N, C) non-negative channel masks (e.g. ``model.forward_with_aux(x).masks["P1"]``).
+        top: share of channels whose mass is reported (10%).
+
+    Returns:
+        ``effective_channels``: exp(entropy) of the mask normalised to sum 1, in [1, C]
+        (C = keeps every channel alike, 1 = keeps one); ``top_mass``: share of the mask's mass
+        on its ``ceil(top * C)`` largest channels (``top`` = no selection, 1 = all there);
+        ``channels``: C.
+    """
+    if masks.dim() != 2 or masks.shape[1] < 1:
+        raise ConfigError(f"masks must be (N, C) (got shape {tuple(masks.shape)})")
+    p = masks.detach().double().clamp_min(0)
+    p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-300)
+    entropy = -(p * p.clamp_min(1e-300).log()).sum(dim=1)
+    k = max(1, math.ceil(top * p.shape[1]))
+    return {"effective_channels": float(entropy.exp().mean()), "top_mass": float(p.topk(k, dim=1).values.sum(1).mean()),
+            "channels": int(p.shape[1]), "top": top}

@@ -25,7 +25,8 @@ one fixed seeded order, so smaller sets are prefixes of larger ones):
 
 =============  =============================================================================
 ``attacks``    clean, FGSM and PGD-20 (cross-entropy on the final logits) on every test image;
-               top-1/2/3 accuracy (Table 4); per-class accuracy; mask selectivity (CIFS)
+               top-1/2/3 accuracy (Table 4); per-class accuracy; per-image correctness (a
+               '0'/'1' string in the seeded test order); mask selectivity (CIFS)
 ``channels``   Fig. 1 / A.1: per-channel activation magnitude and frequency at P1 (what the
                final linear layer sees) for natural and PGD-20 images of all ten classes
 ``sweep``      CIFS: FGSM and PGD-20 for every attacker's beta (Table B.3), the paper's
@@ -40,7 +41,6 @@ one fixed seeded order, so smaller sets are prefixes of larger ones):
 from __future__ import annotations
 
 import json
-import math
 import platform
 import subprocess
 import time
@@ -51,11 +51,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .analysis import mask_selectivity
 from .errors import ConfigError
 
 __all__ = ["RECIPE", "SIZES", "STAGES", "DATA_LABEL", "reference_config", "run", "evaluate_model", "load",
            "available", "validate", "mask_selectivity", "describe", "table1", "channel_stats", "pr_nr", "curves",
-           "per_class", "sweep_table", "table5", "selectivity", "report"]
+           "per_class", "sweep_table", "table5", "selectivity", "report", "test_order", "correct"]
 
 #: The profile of the reference recipe (:data:`cifs_edu.profiles.PROFILES`).
 RECIPE = "reference-cpu"
@@ -98,29 +99,6 @@ def reference_config(defense: str, dataset: str = "cifar10", *, seed: int = 0, t
 
 
 # ============================================================================ measurements
-def mask_selectivity(masks: Tensor, top: float = 0.1) -> dict[str, float]:
-    """How many channels a mask keeps, averaged over images.
-
-    Args:
-        masks: (N, C) non-negative channel masks (e.g. ``model.forward_with_aux(x).masks["P1"]``).
-        top: share of channels whose mass is reported (10%).
-
-    Returns:
-        ``effective_channels``: exp(entropy) of the mask normalised to sum 1, in [1, C]
-        (C = keeps every channel alike, 1 = keeps one); ``top_mass``: share of the mask's mass
-        on its ``ceil(top * C)`` largest channels (``top`` = no selection, 1 = all there);
-        ``channels``: C.
-    """
-    if masks.dim() != 2 or masks.shape[1] < 1:
-        raise ConfigError(f"masks must be (N, C) (got shape {tuple(masks.shape)})")
-    p = masks.detach().double().clamp_min(0)
-    p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-300)
-    entropy = -(p * p.clamp_min(1e-300).log()).sum(dim=1)
-    k = max(1, math.ceil(top * p.shape[1]))
-    return {"effective_channels": float(entropy.exp().mean()), "top_mass": float(p.topk(k, dim=1).values.sum(1).mean()),
-            "channels": int(p.shape[1]), "top": top}
-
-
 def _read(model: nn.Module, x: Tensor, batch_size: int) -> dict[str, Tensor]:
     """Eval-mode logits of the final output and of every probe, and the masks, for ``x``."""
     out: dict[str, list[Tensor]] = {}
@@ -167,7 +145,8 @@ def _stage_attacks(model, cifs: bool, X, Y, eps, bs, progress, keep: dict) -> di
     for name, r in read.items():
         correct = r["final"].argmax(1) == Y
         out[name] = {"accuracy": _pct(correct), **_topk(r["final"], Y),
-                     "per_class": [_pct(correct[Y == c]) for c in range(num_classes)]}
+                     "per_class": [_pct(correct[Y == c]) for c in range(num_classes)],
+                     "correct": "".join("1" if c else "0" for c in correct.tolist())}
         if cifs:
             out[name]["probes"] = {k.split()[0]: _pct(v.argmax(1) == Y) for k, v in r.items() if k.endswith("probe")}
             out[name]["selectivity"] = {k.split()[0]: mask_selectivity(v) for k, v in r.items() if k.endswith("mask")}
@@ -224,7 +203,7 @@ def _stage_sweep(model, cifs: bool, X, Y, eps, bs, progress) -> dict[str, Any]:
 
 
 def _stage_full_grad(model, cifs: bool, X, Y, eps, bs, progress, betas: Sequence[Any]) -> dict[str, Any]:
-    from .attacks import PGD
+    from .attacks import PGD, beta_label
 
     if not cifs:
         return {"n": int(Y.numel()), "skipped": "no masks: the full gradient equals the plain one"}
@@ -234,7 +213,7 @@ def _stage_full_grad(model, cifs: bool, X, Y, eps, bs, progress, betas: Sequence
         atk = PGD(model, eps, steps=20, loss="adaptive", beta_atk=b, mask_grad="full")
         correct = _read(model, _adversarial(atk, X, Y, bs, f"full-gradient beta_atk={b}", progress), bs)["final"].argmax(1) == Y
         worst &= correct
-        out["pgd20"][str(b)] = _pct(correct)
+        out["pgd20"][beta_label(b)] = _pct(correct)
     out["per_image_worst"] = _pct(worst)
     return out
 
@@ -386,7 +365,7 @@ def run(dataset: str = "cifar10", out: str | Path = "reference-run", *, models: 
     name = name or ("tiny" if tiny else "reference")
     configs = {m: reference_config(_MODELS[m], dataset, seed=seed, tiny=tiny) for m in _MODELS}
     data = load_tensors(configs["vanilla"])
-    order = torch.randperm(data.y_test.numel(), generator=torch.Generator().manual_seed(seed))
+    order = test_order(data.y_test.numel(), seed)
     X, Y = data.x_test[order], data.y_test[order]
     results: dict[str, Any] = {}
     trained = {}
@@ -459,6 +438,16 @@ def load(name: str | Path = "cpu") -> dict[str, Any]:
     record = json.loads(path.read_text())
     validate(record)
     return record
+
+
+def test_order(n: int = 10000, seed: int = 0) -> Tensor:
+    """The seeded order of the test images that every stage uses (its first ``k`` are a stage's ``k`` images)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def correct(record: Mapping[str, Any], model: str, attack: str = "pgd20") -> Tensor:
+    """Per-image correctness (bool, in :func:`test_order`) of ``model`` under ``attack`` (``natural``/``fgsm``/``pgd20``)."""
+    return torch.tensor([c == "1" for c in record["models"][model]["eval"]["attacks"][attack]["correct"]])
 
 
 def describe(record: Mapping[str, Any]) -> str:

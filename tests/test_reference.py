@@ -60,6 +60,8 @@ def test_tiny_run_writes_what_load_reads(tmp_path):
     sweep = cifs["eval"]["sweep"]
     assert sweep["pgd20_per_image_worst"] <= sweep["pgd20_lowest_column"]["accuracy"]
     assert len(again["models"]["vanilla"]["eval"]["channels"]["classes"]) == 10
+    pgd = reference.correct(again, "vanilla", "pgd20")  # per-image results, in the seeded test order
+    assert pgd.numel() == 200 and 100 * pgd.double().mean().item() == again["models"]["vanilla"]["eval"]["attacks"]["pgd20"]["accuracy"]
     table = reference.table1(again)
     assert list(table.index) == ["vanilla", "cifs"] and table.loc["cifs", "clean"] == cifs["eval"]["attacks"]["natural"]["accuracy"]
     # a second call trains and evaluates nothing new (same weights, stages skipped)
