@@ -56,7 +56,7 @@ from .errors import ConfigError
 
 __all__ = ["RECIPE", "SIZES", "STAGES", "DATA_LABEL", "reference_config", "run", "evaluate_model", "load",
            "available", "validate", "mask_selectivity", "describe", "table1", "channel_stats", "pr_nr", "curves",
-           "per_class", "sweep_table", "table5", "selectivity", "report", "test_order", "correct"]
+           "per_class", "sweep_table", "table5", "selectivity", "report", "test_order", "correct", "export_weights"]
 
 #: The profile of the reference recipe (:data:`cifs_edu.profiles.PROFILES`).
 RECIPE = "reference-cpu"
@@ -391,6 +391,18 @@ def run(dataset: str = "cifar10", out: str | Path = "reference-run", *, models: 
         path = out / f"{name}.json"
         path.write_text(json.dumps(record, indent=None, separators=(",", ":")))
     return record
+
+
+def export_weights(run_dir: str | Path, path: str | Path) -> Path:
+    """Write the weights of ``<run_dir>/last.pt`` (no optimiser state: about 3 MB at width 16) to
+    ``path``, a checkpoint that :func:`cifs_edu.training.load_model` reads."""
+    from .checkpoint import atomic_torch_save, load_checkpoint
+
+    src = Path(run_dir) / "last.pt"
+    payload = load_checkpoint(src, kind="full")
+    keep = ("format", "version", "config", "key", "epoch", "model", "weights_sha256", "data", "best")
+    atomic_torch_save({**{k: payload[k] for k in keep if k in payload}, "kind": "weights"}, Path(path))
+    return Path(path)
 
 
 # ============================================================================ reading results
