@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--stage", action="append", help="evaluation stage (repeatable; default all: attacks, channels, sweep, full_grad, report, autoattack)")
     rf.add_argument("--seed", type=int, default=0, help="seed of both models (default 0)")
     rf.add_argument("--tiny", action="store_true", help="toy size: a few hundred images, two epochs, small attacks (minutes)")
+    rf.add_argument("--recipe", choices=["reference-cpu", "reference-gpu"], default="reference-cpu",
+                    help="reference-cpu (width 16, PGD-3; default) or reference-gpu (width 64, PGD-10, one GPU)")
+    rf.add_argument("--device", choices=["cpu", "cuda"], help="force a device (default: the recipe's)")
+    rf.add_argument("--name", help="results file name <out>/<name>.json (default: reference, or tiny with --tiny)")
     rf.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sub.add_parser("list", help="list the reproducible tables", description="List the tables `reproduce` knows.")
@@ -270,7 +274,8 @@ def _reference(args) -> int:
     from . import reference
 
     rec = reference.run(args.dataset, args.out, models=tuple(args.model or ("vanilla", "cifs")), seed=args.seed,
-                        tiny=args.tiny, stages=tuple(args.stage or reference.STAGES), progress=not args.no_progress)
+                        tiny=args.tiny, stages=tuple(args.stage or reference.STAGES), progress=not args.no_progress,
+                        recipe=args.recipe, device=args.device, name=args.name)
     print(reference.table1(rec).round(1).to_string())
     return 0
 

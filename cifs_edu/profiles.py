@@ -10,6 +10,11 @@ colab      full CIFAR-10, 20 epochs (lr drops at 5/8   one small GPU (T4 class),
 paper      full CIFAR-10, the recipe of Appendix B      a modern GPU; the paper's exact settings
 =========  ==========================================  ==================================
 
+Two more profiles are the recipes of :mod:`cifs_edu.reference` (vanilla and CIFS trained alike on
+the full CIFAR-10, two natural warm-start epochs first): ``reference-cpu`` (width 16, PGD-3 AT,
+11 epochs: a 2-core CPU, about 1.5 h per model) and ``reference-gpu`` (width 64, PGD-10 AT with
+step 2/255, 10 epochs: one H100-class GPU, a few minutes per model).
+
 Choose with the ``CIFS_PROFILE`` environment variable or ``cifs_edu.setup(profile=...)``.
 To run ``laptop`` on images in a folder (e.g. a CIFAR-10 sample in ImageFolder layout) instead
 of torchvision's CIFAR-10 download, override the dataset: ``python -m cifs_edu train --profile
@@ -286,6 +291,28 @@ PROFILES: dict[str, Profile] = {
         eval_n=None,
         aa_n=1000,
         device="cpu",
+        warm_start_epochs=2,
+        sweep_n=2000,
+    ),
+    "reference-gpu": Profile(
+        name="reference-gpu",
+        description="the paper-width reference run on the full CIFAR-10 on one H100-class GPU (a few minutes per model)",
+        dataset="cifar10",
+        n_train=None,
+        n_val=1000,
+        n_test=None,
+        width=64,
+        epochs=10,
+        batch_size=128,
+        lr=0.1,
+        milestones=(7, 9),
+        weight_decay=2e-4,
+        eps=_EPS,
+        train_steps=10,
+        train_step_size=2 / 255,
+        eval_n=None,
+        aa_n=1000,
+        device="cuda",
         warm_start_epochs=2,
         sweep_n=2000,
     ),

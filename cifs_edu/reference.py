@@ -54,12 +54,14 @@ from torch import Tensor
 from .analysis import mask_selectivity
 from .errors import ConfigError
 
-__all__ = ["RECIPE", "SIZES", "STAGES", "DATA_LABEL", "reference_config", "run", "evaluate_model", "load",
+__all__ = ["RECIPE", "RECIPES", "SIZES", "STAGES", "DATA_LABEL", "reference_config", "run", "evaluate_model", "load",
            "available", "validate", "mask_selectivity", "describe", "table1", "channel_stats", "pr_nr", "curves",
            "per_class", "sweep_table", "table5", "selectivity", "report", "test_order", "correct", "export_weights"]
 
 #: The profile of the reference recipe (:data:`cifs_edu.profiles.PROFILES`).
 RECIPE = "reference-cpu"
+#: Every reference recipe: the CPU one and the paper-width one for a single GPU.
+RECIPES = ("reference-cpu", "reference-gpu")
 #: Evaluation stages, in the order they run (each is saved as soon as it finishes).
 STAGES = ("attacks", "channels", "sweep", "full_grad", "report", "autoattack")
 #: Test images per stage (``None`` = all): the issue's sizes, and a toy size for tests.
@@ -78,7 +80,8 @@ _MODELS = {"vanilla": "none", "cifs": "cifs"}
 
 
 # ============================================================================ the recipe
-def reference_config(defense: str, dataset: str = "cifar10", *, seed: int = 0, tiny: bool = False, **overrides: Any):
+def reference_config(defense: str, dataset: str = "cifar10", *, seed: int = 0, tiny: bool = False,
+                     recipe: str = RECIPE, **overrides: Any):
     """The :class:`~cifs_edu.training.TrainConfig` of one reference model.
 
     Args:
@@ -87,6 +90,7 @@ def reference_config(defense: str, dataset: str = "cifar10", *, seed: int = 0, t
             replaced by the true label).
         dataset: ``"cifar10"`` (torchvision's download) or ``"folder:<path>"``.
         tiny: the toy size of :data:`TINY_TRAINING` (for tests).
+        recipe: the profile (:data:`RECIPE`, or ``"reference-gpu"``: width 64, PGD-10, one GPU).
     """
     from .training import TrainConfig
 
@@ -95,7 +99,9 @@ def reference_config(defense: str, dataset: str = "cifar10", *, seed: int = 0, t
     opts = {"label_rule": "authors"} if defense == "cifs" else {}
     values = {"defense": defense, "dataset": dataset, "model_options": opts, "seed": seed,
               "eval_attacks": ("natural",), "eval_best": False, **(TINY_TRAINING if tiny else {}), **overrides}
-    return TrainConfig.from_profile(RECIPE, **values)
+    if recipe not in RECIPES:
+        raise ConfigError(f"recipe must be one of {RECIPES} (got {recipe!r})")
+    return TrainConfig.from_profile(recipe, **values)
 
 
 # ============================================================================ measurements
@@ -336,7 +342,7 @@ def _hardware() -> dict[str, Any]:
 
 def run(dataset: str = "cifar10", out: str | Path = "reference-run", *, models: Sequence[str] = ("vanilla", "cifs"),
         seed: int = 0, tiny: bool = False, stages: Sequence[str] = STAGES, progress: bool = True,
-        name: str | None = None) -> dict[str, Any]:
+        name: str | None = None, recipe: str = RECIPE, device: Any = None) -> dict[str, Any]:
     """Train (or resume) the reference models and evaluate them; write ``<out>/<name>.json``.
 
     Args:
@@ -347,6 +353,8 @@ def run(dataset: str = "cifar10", out: str | Path = "reference-run", *, models: 
             side, then once more with both to collect the JSON, which trains and evaluates nothing new).
         tiny: toy size (:data:`TINY_TRAINING`, :data:`SIZES` ``"tiny"``): minutes on a CPU.
         stages: evaluation stages (:data:`STAGES`); finished ones are skipped.
+        recipe: :data:`RECIPES`; device: ``None`` (the recipe's) or e.g. ``"cpu"`` (a ``--tiny``
+            check of the GPU recipe on a CPU).
 
     Returns:
         the results (the dict that :func:`load` returns for a committed run).
@@ -363,26 +371,30 @@ def run(dataset: str = "cifar10", out: str | Path = "reference-run", *, models: 
         raise ConfigError(f"unknown stages {bad}; choose from {STAGES}")
     out = Path(out)
     name = name or ("tiny" if tiny else "reference")
-    configs = {m: reference_config(_MODELS[m], dataset, seed=seed, tiny=tiny) for m in _MODELS}
+    graphs = {"cuda_graphs": True} if recipe == "reference-gpu" and device != "cpu" and torch.cuda.is_available() else {}
+    configs = {m: reference_config(_MODELS[m], dataset, seed=seed, tiny=tiny, recipe=recipe, **graphs) for m in _MODELS}
     data = load_tensors(configs["vanilla"])
     order = test_order(data.y_test.numel(), seed)
     X, Y = data.x_test[order], data.y_test[order]
     results: dict[str, Any] = {}
     trained = {}
     for m in models:
-        trained[m] = train(configs[m], run_dir=out / m, progress=progress)
+        trained[m] = train(configs[m], run_dir=out / m, progress=progress, device=device)
     for m in models:
         other = "cifs" if m == "vanilla" else "vanilla"
         surrogate = load_model(out / other, "last") if (out / other / "last.pt").exists() else None
         model = trained[m].model.eval()
-        ev = evaluate_model(model, configs[m], X, Y, sizes=SIZES["tiny" if tiny else "full"],
+        dev = next(model.parameters()).device
+        if surrogate is not None:
+            surrogate = surrogate.to(dev)
+        ev = evaluate_model(model, configs[m], X.to(dev), Y.to(dev), sizes=SIZES["tiny" if tiny else "full"],
                             stages_path=out / m / "reference_eval.json", surrogate=surrogate, name=m,
                             progress=progress, stages=stages, tiny=tiny)
         results[m] = {"run_name": configs[m].run_name, "config": configs[m].to_dict(),
                       "weights_sha256": ev["weights_sha256"], "history": trained[m].history,
                       "train_time_s": (trained[m].metrics or {}).get("train_time_s"),
                       "eval_time_s": ev["_time_s"], "eval": {s: ev[s] for s in STAGES if s in ev}}
-    record = {"schema": SCHEMA, "name": name, "recipe": RECIPE, "tiny": tiny, "seed": seed,
+    record = {"schema": SCHEMA, "name": name, "recipe": recipe, "tiny": tiny, "seed": seed,
               "data": _data_source(dataset), "classes": list(data.classes), "code_commit": _git_commit(), "hardware": _hardware(),
               "sizes": SIZES["tiny" if tiny else "full"], "models": results,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
