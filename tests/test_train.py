@@ -204,6 +204,37 @@ def test_standard_loss_is_eq3_for_cifs():
     assert torch.allclose(per, ref, atol=1e-6)
 
 
+# ---------------------------------------------------------------------- warm start
+def test_warm_start_epoch_is_a_standard_epoch_then_the_method(cifs_home, tmp_path):
+    """The first warm_start_epochs train exactly as method="standard" would (bit-identical
+    weights after them), then the method's attack takes over; the history says which was which."""
+    warm = tiny(defense="cifs", method="pgd_at", epochs=2, milestones=(), warm_start_epochs=1)
+    std = tiny(defense="cifs", method="standard", epochs=2, milestones=())
+    w1 = train(warm, run_dir=tmp_path / "warm", progress=False, max_epochs=1)
+    s1 = train(std, run_dir=tmp_path / "std", progress=False, max_epochs=1)
+    assert _same_weights(w1.model, s1.model)
+    assert w1.history[0]["natural"] is True
+    w2 = train(warm, run_dir=tmp_path / "warm", progress=False)
+    s2 = train(std, run_dir=tmp_path / "std", progress=False)
+    assert [h["natural"] for h in w2.history] == [True, False]
+    assert not _same_weights(w2.model, s2.model)  # epoch 2 trained on adversarial examples
+    assert warm.key() != tiny(defense="cifs", method="pgd_at", epochs=2, milestones=()).key()
+
+
+@pytest.mark.parametrize("warm, message", [(2, "fewer than epochs"), (-1, ">= 0"), (1.5, "integer")])
+def test_warm_start_validation(warm, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny(epochs=2, warm_start_epochs=warm)
+
+
+def test_chance_warning_names_the_options(cifs_home, tmp_path):
+    """A CIFS run whose training accuracy is at chance after two epochs warns (the paper's mask
+    on a tiny budget); the message names the ways out."""
+    cfg = tiny(defense="cifs", method="pgd_at", epochs=2, milestones=(), model_options={"scale": 1}, lr=1e-6)
+    with pytest.warns(RuntimeWarning, match="still at chance.*warm_start_epochs"):
+        train(cfg, run_dir=tmp_path / "chance", progress=False)
+
+
 # ---------------------------------------------------------------------- configs
 @pytest.mark.parametrize(
     "change, message",
