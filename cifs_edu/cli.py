@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reference-cpu (width 16, PGD-3; default) or reference-gpu (width 64, PGD-10, one GPU)")
     rf.add_argument("--device", choices=["cpu", "cuda"], help="force a device (default: the recipe's)")
     rf.add_argument("--name", help="results file name <out>/<name>.json (default: reference, or tiny with --tiny)")
+    rf.add_argument("--extend", metavar="NAME", help="instead of training: run the --stage stages on the committed weights "
+                    "of reference results NAME (e.g. cpu) and write them into its JSON")
     rf.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sub.add_parser("list", help="list the reproducible tables", description="List the tables `reproduce` knows.")
@@ -273,6 +275,11 @@ def _prepare(args) -> int:
 def _reference(args) -> int:
     from . import reference
 
+    if args.extend:
+        rec = reference.extend(args.extend, args.dataset, tuple(args.stage or ("autoattack",)),
+                               models=tuple(args.model or ("vanilla", "cifs")), progress=not args.no_progress)
+        print(reference.table1(rec).round(1).to_string())
+        return 0
     rec = reference.run(args.dataset, args.out, models=tuple(args.model or ("vanilla", "cifs")), seed=args.seed,
                         tiny=args.tiny, stages=tuple(args.stage or reference.STAGES), progress=not args.no_progress,
                         recipe=args.recipe, device=args.device, name=args.name)

@@ -56,7 +56,7 @@ from .errors import ConfigError
 
 __all__ = ["RECIPE", "RECIPES", "SIZES", "STAGES", "DATA_LABEL", "reference_config", "run", "evaluate_model", "load",
            "available", "validate", "mask_selectivity", "describe", "table1", "channel_stats", "pr_nr", "curves",
-           "per_class", "sweep_table", "table5", "selectivity", "report", "test_order", "correct", "export_weights"]
+           "per_class", "sweep_table", "table5", "selectivity", "report", "test_order", "correct", "export_weights", "extend"]
 
 #: The profile of the reference recipe (:data:`cifs_edu.profiles.PROFILES`).
 RECIPE = "reference-cpu"
@@ -415,6 +415,51 @@ def export_weights(run_dir: str | Path, path: str | Path) -> Path:
     keep = ("format", "version", "config", "key", "epoch", "model", "weights_sha256", "data", "best")
     atomic_torch_save({**{k: payload[k] for k in keep if k in payload}, "kind": "weights"}, Path(path))
     return Path(path)
+
+
+def extend(name: str, dataset: str, stages: Sequence[str], *, models: Sequence[str] = ("vanilla", "cifs"),
+           progress: bool = True, work: str | Path | None = None) -> dict[str, Any]:
+    """Run more evaluation ``stages`` on the committed weights of reference run ``name`` and write
+    the results back into its JSON (e.g. ``stages=("autoattack",)`` when a session ran out of time).
+
+    The weights are ``cifs_edu/data/reference/<name>-<model>.pt`` (:func:`export_weights`); their
+    digest must be the one the results were computed on. Stages already in the record are kept.
+    """
+    import tempfile
+
+    from .training import load_model
+    from .training.data import load_tensors
+
+    record = load(name)
+    work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix=f"reference-{name}-"))
+    cfgs = {m: _config_from(record["models"][m]["config"]) for m in models}
+    data = load_tensors(next(iter(cfgs.values())).replace(dataset=dataset))
+    order = test_order(data.y_test.numel(), record["seed"])
+    X, Y = data.x_test[order], data.y_test[order]
+    nets = {m: load_model(_DIR / f"{name}-{m}.pt").eval() for m in _MODELS}
+    for m in models:
+        r = record["models"][m]
+        if nets[m].weights_sha256 != r["weights_sha256"]:
+            raise ConfigError(f"{_DIR / f'{name}-{m}.pt'}: weights differ from those of the record {name!r}")
+        stages_path = work / m / "reference_eval.json"
+        stages_path.parent.mkdir(parents=True, exist_ok=True)
+        stages_path.write_text(json.dumps({**r["eval"], "weights_sha256": r["weights_sha256"], "_time_s": r["eval_time_s"]}))
+        other = nets["cifs" if m == "vanilla" else "vanilla"]
+        ev = evaluate_model(nets[m], cfgs[m], X, Y, sizes=record["sizes"], stages_path=stages_path, surrogate=other,
+                            name=m, progress=progress, stages=stages, tiny=bool(record.get("tiny")))
+        r["eval"] = {s: ev[s] for s in STAGES if s in ev}
+        r["eval_time_s"] = ev["_time_s"]
+    record.setdefault("extended", []).append({"stages": list(stages), "code_commit": _git_commit(), "hardware": _hardware(),
+                                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    validate(record)
+    (_DIR / f"{name}.json").write_text(json.dumps(record, indent=None, separators=(",", ":")))
+    return record
+
+
+def _config_from(d: Mapping[str, Any]):
+    from .training import TrainConfig
+
+    return TrainConfig.from_dict(d)
 
 
 # ============================================================================ reading results

@@ -44,7 +44,7 @@ def test_reference_recipe_is_the_paper_mask_with_warm_start():
         reference.reference_config("cas")
 
 
-def test_tiny_run_writes_what_load_reads(tmp_path):
+def test_tiny_run_writes_what_load_reads(tmp_path, monkeypatch):
     root = _folder(tmp_path / "images")
     rec = reference.run(f"folder:{root}", tmp_path / "out", tiny=True, stages=("attacks", "channels", "sweep"),
                         progress=False)
@@ -64,6 +64,16 @@ def test_tiny_run_writes_what_load_reads(tmp_path):
     assert pgd.numel() == 200 and 100 * pgd.double().mean().item() == again["models"]["vanilla"]["eval"]["attacks"]["pgd20"]["accuracy"]
     table = reference.table1(again)
     assert list(table.index) == ["vanilla", "cifs"] and table.loc["cifs", "clean"] == cifs["eval"]["attacks"]["natural"]["accuracy"]
+    # a committed run is extended from its exported weights: one more stage, the others kept
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    monkeypatch.setattr(reference, "_DIR", committed)
+    (committed / "toy.json").write_text(path.read_text())
+    for m in ("vanilla", "cifs"):
+        reference.export_weights(tmp_path / "out" / m, committed / f"toy-{m}.pt")
+    ext = reference.extend("toy", f"folder:{root}", ("full_grad",), progress=False)
+    assert set(ext["models"]["cifs"]["eval"]) == {"attacks", "channels", "sweep", "full_grad"}
+    assert ext["models"]["cifs"]["eval"]["sweep"] == sweep and reference.load("toy")["extended"][0]["stages"] == ["full_grad"]
     # a second call trains and evaluates nothing new (same weights, stages skipped)
     assert reference.run(f"folder:{root}", tmp_path / "out", tiny=True, stages=("attacks",), progress=False)[
         "models"]["vanilla"]["eval_time_s"] == rec["models"]["vanilla"]["eval_time_s"]
