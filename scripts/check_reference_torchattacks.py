@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dataset")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--model", default="vanilla", choices=["vanilla", "cifs"])
-    p.add_argument("--name", default="cpu", help="committed reference results to compare with")
+    p.add_argument("--name", default="cpu", help="reference results to compare with: a committed name or a results .json path")
     args = p.parse_args(argv)
     model = load_model(args.checkpoint).eval()
     cfg = reference.reference_config("none" if args.model == "vanilla" else "cifs", args.dataset)
