@@ -86,3 +86,18 @@ def test_load_rejects_unknown_and_malformed(tmp_path):
     bad.write_text(json.dumps({"schema": 1, "models": {}}))
     with pytest.raises(ConfigError, match="missing model 'vanilla'"):
         reference.load(bad)
+
+
+def test_committed_reference_run_loads_and_matches_its_weights():
+    """The shipped results: real test images, both models, and weights with the digests they were evaluated on."""
+    from cifs_edu.training import load_model
+
+    ref = reference.load("cpu")
+    assert ref["data"]["label"] == reference.DATA_LABEL and ref["recipe"] == reference.RECIPE and not ref["tiny"]
+    assert "cpu" in reference.available()
+    for m in ("vanilla", "cifs"):
+        r = ref["models"][m]
+        assert r["eval"]["attacks"]["n"] == 10000 and len(r["eval"]["attacks"]["pgd20"]["correct"]) == 10000
+        assert load_model(reference._DIR / f"cpu-{m}.pt").weights_sha256 == r["weights_sha256"]
+    assert "scale" not in ref["models"]["cifs"]["config"]["model_options"]  # the paper's mask
+    assert reference.table1(ref).loc["cifs", "clean"] == ref["models"]["cifs"]["eval"]["attacks"]["natural"]["accuracy"]
