@@ -449,11 +449,25 @@ def extend(name: str, dataset: str, stages: Sequence[str], *, models: Sequence[s
                             name=m, progress=progress, stages=stages, tiny=bool(record.get("tiny")))
         r["eval"] = {s: ev[s] for s in STAGES if s in ev}
         r["eval_time_s"] = ev["_time_s"]
-    record.setdefault("extended", []).append({"stages": list(stages), "code_commit": _git_commit(), "hardware": _hardware(),
+    from filelock import FileLock
+
+    with FileLock(str(Path(tempfile.gettempdir()) / f"cifs_edu-reference-{name}.lock")):
+        return _merge(name, record, models, stages)
+
+
+def _merge(name: str, record: dict[str, Any], models: Sequence[str], stages: Sequence[str]) -> dict[str, Any]:
+    """Write ``record``'s ``models`` into the committed results ``name`` as they are now on disk."""
+    latest = load(name)  # another process may have extended the other model meanwhile: merge, do not overwrite
+    for m in models:
+        latest["models"][m] = record["models"][m]
+    latest.setdefault("extended", []).append({"stages": list(stages), "models": list(models), "code_commit": _git_commit(),
+                                              "hardware": _hardware(),
                                               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    validate(record)
-    (_DIR / f"{name}.json").write_text(json.dumps(record, indent=None, separators=(",", ":")))
-    return record
+    validate(latest)
+    tmp = _DIR / f"{name}.json.tmp"
+    tmp.write_text(json.dumps(latest, indent=None, separators=(",", ":")))
+    tmp.replace(_DIR / f"{name}.json")
+    return latest
 
 
 def _config_from(d: Mapping[str, Any]):
