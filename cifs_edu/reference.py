@@ -359,7 +359,6 @@ def run(dataset: str = "cifar10", out: str | Path = "reference-run", *, models: 
     Returns:
         the results (the dict that :func:`load` returns for a committed run).
     """
-    from .datasets import DataNotFoundError  # noqa: F401  (raised by load_tensors before any work)
     from .training import load_model, train
     from .training.data import load_tensors
 
