@@ -134,8 +134,9 @@ def _pct(correct: Tensor) -> float:
 
 
 def _topk(logits: Tensor, y: Tensor) -> dict[str, float]:
-    ranks = (logits > logits.gather(1, y[:, None])).sum(1)
-    return {f"top{k}": _pct(ranks < k) for k in (1, 2, 3)}
+    from .analysis import topk_correct
+
+    return {f"top{k}": _pct(hit) for k, hit in topk_correct(logits, y, (1, 2, 3)).items()}
 
 
 def _stage_attacks(model, cifs: bool, X, Y, eps, bs, progress, keep: dict) -> dict[str, Any]:
@@ -259,6 +260,7 @@ def evaluate_model(model: nn.Module, config, X: Tensor, Y: Tensor, *, sizes: Map
     """
     from .attacks import PGD
     from .checkpoint import weights_digest
+    from .losses import parse_beta
 
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -293,7 +295,7 @@ def evaluate_model(model: nn.Module, config, X: Tensor, Y: Tensor, *, sizes: Map
         elif stage == "full_grad":
             col = done.get("sweep", {}).get("pgd20_lowest_column", {}).get("beta")
             betas = [0] + ([col] if col not in (None, "0") else [])
-            result = _stage_full_grad(model, cifs, x, y, eps, bs, progress, [_beta(b) for b in betas])
+            result = _stage_full_grad(model, cifs, x, y, eps, bs, progress, [parse_beta(b) for b in betas])
         elif stage == "report":
             result = _stage_report(model, x, y, surrogate, name, progress, tiny)
         else:
@@ -305,12 +307,6 @@ def evaluate_model(model: nn.Module, config, X: Tensor, Y: Tensor, *, sizes: Map
         tmp.write_text(json.dumps(done))
         tmp.replace(stages_path)
     return done
-
-
-def _beta(text: Any) -> Any:
-    from .losses import parse_beta
-
-    return parse_beta(float(text) if isinstance(text, str) and text.replace(".", "", 1).isdigit() else text)
 
 
 # ============================================================================ the whole run
