@@ -31,10 +31,11 @@ our default, the paper's choice and what the authors' released code (GitHub
 ``k`` (int, 1 <= k < K; default 2)
     Number of probe classes whose logits are summed in Eq. 1. Paper: top-2 (Sec. 4.2,
     with top-1 and top-3 as ablations). Authors' code: 2, hard-coded.
-``label_rule`` (``"paper"`` | ``"authors"``; default ``"paper"``)
+``label_rule`` (``"paper"`` | ``"distinct"``; default ``"paper"``)
     How the true label enters the chosen classes at training time (details below).
-    Paper: "replace the top-1 prediction with the true label", read as {y} plus the
-    (k-1) best other classes. Authors' code: ``"authors"``.
+    Paper (Sec. 3.2): the top-1 prediction is replaced by the true label and the other
+    predictions are kept; the authors' code does exactly this (``"authors"`` is accepted
+    as another name for ``"paper"``). ``"distinct"`` is our variant (never y twice).
 ``imgf`` (``"softmax"`` | ``"sigmoid"`` | ``"softplus"`` | ``"relu"``; default ``"softmax"``)
     Importance-mask generating function. Paper: softmax with T = 1 performs best
     (Sec. 3.3); sigmoid and softplus are studied too. Authors' code: softmax in the final
@@ -67,10 +68,12 @@ our default, the paper's choice and what the authors' released code (GitHub
 Label rules, precisely (``y`` is used only in train mode and only when given; in eval
 mode, or with ``y=None``, the classes are the probe's top-k):
 
-- ``"paper"``: classes = ``[y, best class != y, ..., (k-1)-th best class != y]``.
-  If y already is the probe's runner-up, the second slot becomes the best class.
-- ``"authors"``: classes = probe top-k with slot 0 overwritten by y. If y is the
-  runner-up, the classes are ``[y, y]`` for k = 2 and the relevance is twice y's.
+- ``"paper"`` (default; the paper's sentence and the authors' code): classes = probe
+  top-k with slot 0 overwritten by y. If y is the runner-up, the classes are ``[y, y]``
+  for k = 2 and the relevance is twice y's.
+- ``"distinct"`` (ours, not in the paper): classes = ``[y, best class != y, ...,
+  (k-1)-th best class != y]``. If y is the runner-up, the second slot becomes the best
+  class, so k distinct classes always enter Eq. 1.
 
 Gradient modes of the mask:
 
@@ -100,6 +103,7 @@ from .errors import ConfigError
 __all__ = [
     "IMGFS",
     "LABEL_RULES",
+    "LABEL_RULE_ALIASES",
     "RELEVANCE_IMPLS",
     "GRAD_MODES",
     "PROBE_KINDS",
@@ -117,7 +121,9 @@ __all__ = [
 ]
 
 IMGFS = ("softmax", "sigmoid", "softplus", "relu")
-LABEL_RULES = ("paper", "authors")
+LABEL_RULES = ("paper", "distinct")
+#: Other accepted spellings of a label rule (the authors' code implements the paper's rule).
+LABEL_RULE_ALIASES = {"authors": "paper"}
 RELEVANCE_IMPLS = ("closed", "autograd")
 GRAD_MODES = ("detached", "full")
 PROBE_KINDS = ("linear", "mlp")
@@ -227,17 +233,18 @@ def select_classes(logits: Tensor, k: int, y: Tensor | None = None, rule: str = 
         logits: probe logits (N, K) (only their order matters; not differentiated).
         k: number of classes, 1 <= k < K.
         y: true labels (N,) or None. None -> the probe's top-k (eval-mode rule).
-        rule: ``"paper"`` -> ``[y, top (k-1) classes other than y]``;
-            ``"authors"`` -> top-k with slot 0 overwritten by y (slot 1.. unchanged,
-            so y may appear twice). See the module docstring.
+        rule: ``"paper"`` (or its alias ``"authors"``) -> top-k with slot 0 overwritten
+            by y (slots 1.. unchanged, so y may appear twice); ``"distinct"`` ->
+            ``[y, top (k-1) classes other than y]``. See the module docstring.
     """
+    rule = LABEL_RULE_ALIASES.get(rule, rule)
     if rule not in LABEL_RULES:
         raise ConfigError(f"label_rule must be one of {LABEL_RULES} (got {rule!r})")
     logits = logits.detach()
     if y is None:
         return logits.topk(k, dim=1).indices
     y = y.to(device=logits.device, dtype=torch.long).view(-1, 1)
-    if rule == "authors":
+    if rule == "paper":
         top = logits.topk(k, dim=1).indices.clone()
         top[:, :1] = y
         return top
@@ -331,6 +338,10 @@ class CIFSConfig:
     grad_mode: str = "detached"
     softplus_beta: float = 5.0
 
+    def __post_init__(self) -> None:
+        if isinstance(self.label_rule, str) and self.label_rule in LABEL_RULE_ALIASES:
+            object.__setattr__(self, "label_rule", LABEL_RULE_ALIASES[self.label_rule])
+
     def problems(self, num_classes: int | None = None) -> list[str]:
         """Every invalid value, as readable sentences (empty when valid)."""
         out = []
@@ -382,8 +393,8 @@ class CIFSConfig:
 
     @classmethod
     def authors(cls, **changes) -> "CIFSConfig":
-        """The authors' released options (label rule ``"authors"``, softmax, T = 1, k = 2)."""
-        return cls(**{"label_rule": "authors", **changes})
+        """The authors' released options (the paper's label rule, softmax, T = 1, k = 2): the defaults."""
+        return cls(**changes)
 
 
 def _positive(v) -> bool:

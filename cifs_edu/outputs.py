@@ -26,7 +26,7 @@ class ModelOutput:
         masked: z^l after the mask (Eq. 2), shape (N, C, H, W), same keys.
         penultimate: pooled features fed to the final linear layer, shape (N, C).
         classes: the class indices used for the relevance of each CIFS layer, shape (N, k)
-            (with repeats when the authors' label rule counts y twice), same keys.
+            (with repeats when the paper's label rule counts y twice), same keys.
     """
 
     logits: Tensor

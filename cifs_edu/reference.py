@@ -86,8 +86,8 @@ def reference_config(defense: str, dataset: str = "cifar10", *, seed: int = 0, t
 
     Args:
         defense: ``"none"`` (vanilla PGD-AT) or ``"cifs"`` (the paper's softmax mask, which sums
-            to 1, and the paper's literal label rule ``label_rule="authors"``: the probe's top-1
-            replaced by the true label).
+            to 1, and the paper's label rule, the library's default: the probe's top-1 replaced by the
+            true label).
         dataset: ``"cifar10"`` (torchvision's download) or ``"folder:<path>"``.
         tiny: the toy size of :data:`TINY_TRAINING` (for tests).
         recipe: the profile (:data:`RECIPE`, or ``"reference-gpu"``: width 64, PGD-10, one GPU).
@@ -96,8 +96,7 @@ def reference_config(defense: str, dataset: str = "cifar10", *, seed: int = 0, t
 
     if defense not in _MODELS.values():
         raise ConfigError(f"defense must be one of {tuple(_MODELS.values())} (got {defense!r})")
-    opts = {"label_rule": "authors"} if defense == "cifs" else {}
-    values = {"defense": defense, "dataset": dataset, "model_options": opts, "seed": seed,
+    values = {"defense": defense, "dataset": dataset, "model_options": {}, "seed": seed,
               "eval_attacks": ("natural",), "eval_best": False, **(TINY_TRAINING if tiny else {}), **overrides}
     if recipe not in RECIPES:
         raise ConfigError(f"recipe must be one of {RECIPES} (got {recipe!r})")

@@ -72,7 +72,7 @@ def test_relevance_is_gradient_summed_over_positions():
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 @pytest.mark.parametrize("train", [False, True])
-@pytest.mark.parametrize("rule", ["paper", "authors"])
+@pytest.mark.parametrize("rule", ["paper", "distinct"])
 @pytest.mark.parametrize("k", [2, 3])
 def test_layer_closed_vs_autograd(kind, train, rule, k):
     z = _z(1)
@@ -146,20 +146,26 @@ def test_label_rules_on_hand_made_logits():
     )
     y = torch.tensor([1, 2, 0, 3])  # y = top-1 / runner-up / low / runner-up
     assert select_classes(logits, 2).tolist() == [[1, 2], [1, 2], [1, 2], [0, 3]]
-    assert select_classes(logits, 2, y, "paper").tolist() == [[1, 2], [2, 1], [0, 1], [3, 0]]
-    assert select_classes(logits, 2, y, "authors").tolist() == [[1, 2], [2, 2], [0, 2], [3, 3]]
-    assert select_classes(logits, 3, y, "paper").tolist() == [[1, 2, 3], [2, 1, 3], [0, 1, 2], [3, 0, 4]]
-    assert select_classes(logits, 3, y, "authors").tolist() == [[1, 2, 3], [2, 2, 3], [0, 2, 3], [3, 3, 4]]
+    assert select_classes(logits, 2, y, "distinct").tolist() == [[1, 2], [2, 1], [0, 1], [3, 0]]
+    assert select_classes(logits, 2, y, "paper").tolist() == [[1, 2], [2, 2], [0, 2], [3, 3]]
+    assert select_classes(logits, 3, y, "distinct").tolist() == [[1, 2, 3], [2, 1, 3], [0, 1, 2], [3, 0, 4]]
+    assert select_classes(logits, 3, y, "paper").tolist() == [[1, 2, 3], [2, 2, 3], [0, 2, 3], [3, 3, 4]]
     assert select_classes(logits, 1, y, "paper").tolist() == [[1], [2], [0], [3]]
+    assert select_classes(logits, 1, y, "distinct").tolist() == [[1], [2], [0], [3]]
+    # the default is the paper's rule; "authors" is another name for it
+    assert torch.equal(select_classes(logits, 2, y), select_classes(logits, 2, y, "paper"))
+    assert torch.equal(select_classes(logits, 2, y, "authors"), select_classes(logits, 2, y, "paper"))
+    with pytest.raises(ConfigError, match="label_rule must be one of"):
+        select_classes(logits, 2, y, "mine")
 
 
-def test_authors_rule_counts_y_twice_in_relevance():
+def test_paper_rule_counts_y_twice_in_relevance():
     probe = _probe("linear")
     W = probe.fc.weight.detach()
     logits = torch.tensor([[0.0, 5.0, 4.0] + [-1.0] * (K - 3)])
     y = torch.tensor([2])  # runner-up
-    ca = select_classes(logits, 2, y, "authors")
-    cp = select_classes(logits, 2, y, "paper")
+    ca = select_classes(logits, 2, y, "paper")
+    cp = select_classes(logits, 2, y, "distinct")
     ga = relevance_closed(probe, torch.zeros(1, C), ca)
     gp = relevance_closed(probe, torch.zeros(1, C), cp)
     assert torch.allclose(ga[0], 2 * W[2], atol=1e-7)
@@ -256,4 +262,6 @@ def test_config_collects_all_problems():
         CIFSConfig(imgf="softmax", alpha=3).validate(10)
     assert CIFSConfig(imgf="softplus").effective_alpha == 5.0
     assert CIFSConfig(k=3, scale="k").effective_scale == 3.0
-    assert CIFSConfig.authors().label_rule == "authors"
+    assert CIFSConfig.authors() == CIFSConfig() == CIFSConfig(label_rule="authors")
+    assert CIFSConfig(label_rule="authors").label_rule == "paper"
+    assert CIFSConfig(label_rule="distinct").label_rule == "distinct"

@@ -137,7 +137,7 @@ def test_invalid_options_raise_one_error():
         (dict(defense="cifs", probes="conv"), "probe must be one of"),
         (dict(defense="cifs", hidden=0), "hidden must be"),
         (dict(defense="cas", imgf="sigmoid"), "apply only to defense='cifs'"),
-        (dict(defense="none", label_rule="authors"), "apply only to defense='cifs'"),
+        (dict(defense="none", label_rule="distinct"), "apply only to defense='cifs'"),
         (dict(defense="cifs", label_rule="mine"), "label_rule must be"),
         (dict(defense="cifs", relevance="numeric"), "relevance must be"),
         (dict(defense="cifs", grad_mode="half"), "grad_mode must be"),
@@ -169,7 +169,7 @@ def _all_models():
         build_model("resnet18", "cifs", width=4, relevance="autograd", grad_mode="full"),
         build_model("resnet18", "cas", width=4),
         build_model("resnet10", "cifs", width=4, in_channels=3),
-        build_model("wrn28_10", "cifs", width=1, label_rule="authors"),
+        build_model("wrn28_10", "cifs", width=1, label_rule="distinct"),
     ]
 
 
@@ -383,7 +383,7 @@ def _ref_classes(logits, y, rule, k=2):
         order = logits[n].argsort(descending=True).tolist()
         if y is None:
             chosen.append(order[:k])
-        elif rule == "authors":
+        elif rule == "paper":  # the paper's sentence, as the authors' code does it
             chosen.append([int(y[n])] + order[1:k])
         else:
             chosen.append([int(y[n])] + [c for c in order if c != int(y[n])][: k - 1])
@@ -447,7 +447,7 @@ def _ref_wrn(model, x, y, rule):
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "wrn28_10"])
-@pytest.mark.parametrize("rule", ["paper", "authors"])
+@pytest.mark.parametrize("rule", ["paper", "distinct"])
 @pytest.mark.parametrize("train", [False, True])
 def test_library_matches_independent_reference(arch, rule, train):
     torch.manual_seed(0)
@@ -474,4 +474,36 @@ def test_library_matches_independent_reference(arch, rule, train):
         twice = (out.classes["P1"][:, 0] == out.classes["P1"][:, 1]).sum().item()
         runner_up = (out.probe_logits["P1"].topk(2, dim=1).indices[:, 1] == y).sum().item()
         assert runner_up >= 1
-        assert twice == (runner_up if rule == "authors" else 0)
+        assert twice == (runner_up if rule == "paper" else 0)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_default_cifs_resnet18_is_the_authors_model(train):
+    """``build_model("resnet18", "cifs")`` with no other option, given weights in the authors' layout,
+    equals the independent reference of their model (their label rule) to 1e-5, in train and eval mode."""
+    torch.manual_seed(0)
+    src = _sharpen_probes(_randomize_bn(build_model("resnet18", "cifs")))
+    theirs = {}
+    for key, value in src.state_dict().items():
+        for ours_prefix, their_prefix in _AUTHORS_NAMES[("resnet18", "cifs")].items():
+            if key.startswith(ours_prefix + "."):
+                key = their_prefix + key[len(ours_prefix):]
+        theirs["module." + key] = value
+    torch.manual_seed(1)
+    model = build_model("resnet18", "cifs")
+    load_authors_state_dict(model, {"state_dict": theirs})
+    model.train(train)
+    src.train(train)
+    x = _x(6)
+    with torch.no_grad():
+        top = copy.deepcopy(model).forward_with_aux(x).classes["P1"]
+    y = torch.arange(6) % 10
+    y[:3] = top[:3, 1]  # the runner-up: the authors' rule counts it twice
+    ref_logits, ref_probes, ref_masks = _ref_resnet(src, x, y, "paper")
+    out = model.forward_with_aux(x, y)
+    assert torch.allclose(out.logits, ref_logits, atol=1e-5, rtol=1e-4)
+    for p in ("P2", "P1"):
+        assert torch.allclose(out.probe_logits[p], ref_probes[p], atol=1e-5, rtol=1e-4)
+        assert torch.allclose(out.masks[p], ref_masks[p], atol=1e-5)
+    if train:
+        assert (out.classes["P1"][:, 0] == out.classes["P1"][:, 1]).sum() >= 1

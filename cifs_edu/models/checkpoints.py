@@ -112,8 +112,8 @@ def load_authors_state_dict(model: SelectiveNet, state_dict: Mapping[str, Tensor
 
     ``state_dict`` may be their checkpoint (``{"state_dict": ..., ...}``) or a bare
     state_dict, with or without the ``module.`` prefix. Build the model with the same
-    architecture, defense and positions; for their numbers also use their options
-    (``label_rule="authors"``; see :mod:`cifs_edu.cifs`). Raises ``KeyError`` /
+    architecture, defense and positions; the default CIFS options are theirs (the paper's
+    label rule; see :mod:`cifs_edu.cifs`). Raises ``KeyError`` /
     ``RuntimeError`` on any missing, unexpected or mis-shaped parameter.
     """
     sd = _unwrap(state_dict)

@@ -42,7 +42,8 @@ __all__ = ["TrainConfig", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "RUNTIME_FI
 
 #: Bump when a change of the trainer makes old runs incomparable (part of every key).
 #: 2: new synthetic data defaults and ``augment="auto"`` = none on the synthetic data.
-CACHE_VERSION = 2
+#: 3: the default CIFS label rule became the paper's (top-1 replaced by y; formerly ``"distinct"``).
+CACHE_VERSION = 3
 
 METHODS = ("standard", "pgd_at", "trades", "fat")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -91,9 +92,13 @@ def _build_defaults() -> dict[str, Any]:
 def _canonical_options(opts: dict[str, Any]) -> dict[str, Any]:
     """``model_options`` without entries equal to ``build_model``'s defaults (e.g. ``imgf="softmax"``,
     ``k=2``, ``positions=["P1", "P2"]``), so that equal models share one cache key and one run folder."""
+    from ..cifs import LABEL_RULE_ALIASES
+
     defaults = _build_defaults()
     out = {}
     for key, value in opts.items():
+        if key == "label_rule" and isinstance(value, str):
+            value = LABEL_RULE_ALIASES.get(value, value)
         if key in defaults and defaults[key] is not None and value == defaults[key]:
             continue
         if key == "positions" and isinstance(value, (list, tuple)) and sorted(value) == ["P1", "P2"] and len(value) == 2:
