@@ -113,6 +113,25 @@ def test_training_attacks_stay_in_the_ball_and_raise_the_loss(defense):
 
 
 @pytest.mark.parametrize("defense", ["none", "cifs"])
+def test_training_attack_is_the_evaluation_pgd(defense):
+    """One PGD step for training and evaluation: pgd_examples equals attacks.PGD bit for bit
+    (same loss, start, step and projection), so the two can never drift apart."""
+    from dataclasses import replace
+
+    from cifs_edu.attacks import PGD
+
+    cfg, model, x, y, draw = _setup(defense)
+    cfg = replace(cfg, random_start=False)
+    ours = pgd_examples(model, x, y, cfg, draw)
+    loss = dict(loss="adaptive", beta_atk=cfg.beta) if defense == "cifs" else dict(loss="ce")
+    theirs = PGD(model, cfg.eps, alpha=cfg.train_step_size, steps=cfg.train_steps, fold_bn=False,
+                 channels_last=False, **loss)(x, y)
+    assert torch.equal(ours, theirs)
+    assert not torch.equal(ours, PGD(model, cfg.eps, alpha=cfg.train_step_size, steps=cfg.train_steps - 1,
+                                     fold_bn=False, channels_last=False, **loss)(x, y))
+
+
+@pytest.mark.parametrize("defense", ["none", "cifs"])
 def test_fast_training_attack_matches_the_model_up_to_rounding(defense):
     """fast=True (BN-folded frozen copy): the same examples except for sign ties; the model is untouched."""
     cfg, model, x, y, draw = _setup(defense)

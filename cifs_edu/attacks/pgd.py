@@ -16,10 +16,16 @@ start; per example we keep the *first successful* restart (the adversarial examp
 misclassified), and for examples no restart fools, the restart with the *highest final
 loss*. Like the official AutoAttack/torchattacks APGD, later restarts are run only on
 examples not yet fooled.
+
+The step and the loop are module functions, :func:`sign_step` and :func:`pgd_loop`, shared by
+:class:`PGD` and by the training attacks of :mod:`cifs_edu.training.methods` (PGD-AT, FAT and
+TRADES' inner maximisation, and through them the CUDA-graph replay): one step for training and
+evaluation.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +34,43 @@ from ..losses import Beta
 from ..errors import ConfigError
 from .base import Attack, format_eps
 
-__all__ = ["PGD"]
+__all__ = ["PGD", "delta_bounds", "sign_step", "pgd_loop"]
+
+LossFn = Callable[[Tensor], "tuple[Tensor, Tensor | None]"]
+StepFn = Callable[[Tensor, Tensor, "Tensor | None", Tensor, Tensor], Tensor]
+
+
+def delta_bounds(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Bounds ``lo, hi`` of the perturbation delta, shaped like ``x``: the eps-ball intersected with
+    the image box, ``[max(-eps, -x), min(eps, 1 - x)]`` (both projections of PGD in one clamp)."""
+    return x.neg().clamp(min=-eps), (1 - x).clamp(max=eps)
+
+
+def sign_step(delta: Tensor, grad: Tensor, alpha: float, lo: Tensor, hi: Tensor) -> Tensor:
+    """One PGD step: ``clamp(delta + alpha * sign(grad), lo, hi)`` (the update of the module docstring)."""
+    return (delta + alpha * grad.sign()).clamp(lo, hi)
+
+
+def pgd_loop(loss_fn: LossFn, x: Tensor, delta: Tensor, *, steps: int, alpha: float, eps: float,
+             step: StepFn | None = None) -> Tensor:
+    """``steps`` gradient-ascent steps on ``loss_fn`` from ``x + delta``; returns the final delta (detached).
+
+    Args:
+        loss_fn: ``x_adv -> (per-example loss (N,), logits or None)``; the loss is summed before
+            differentiating (the batch size does not scale the gradient).
+        x: clean inputs (N, C, H, W) in [0, 1]; delta: the start, projected first.
+        step: ``(delta, grad, logits, lo, hi) -> new delta``; default :func:`sign_step` with ``alpha``
+            (FAT passes its early-stopping step).
+    """
+    lo, hi = delta_bounds(x, eps)
+    delta = delta.detach().clamp(lo, hi)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss, logits = loss_fn(x + delta)
+        (grad,) = torch.autograd.grad(loss.sum(), delta)
+        delta = delta.detach()
+        delta = sign_step(delta, grad, alpha, lo, hi) if step is None else step(delta, grad, logits, lo, hi)
+    return delta.detach()
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:
@@ -128,21 +170,9 @@ class PGD(Attack):
         return delta.uniform_(-self.eps, self.eps, generator=self._generator(x.device))
 
     def _run(self, x: Tensor, y: Tensor, delta: Tensor) -> Tensor:
-        """``steps`` sign-gradient steps from ``x + delta``; returns the final ``delta`` (detached).
-
-        The two projections (eps-ball, then [0, 1]) are one clamp of delta into
-        ``[max(-eps, -x), min(eps, 1 - x)]``.
-        """
-        lo = x.neg().clamp_(min=-self.eps)
-        hi = (1 - x).clamp_(max=self.eps)
-        delta.clamp_(lo, hi)
-        delta.requires_grad_(True)
-        for _ in range(self.steps):
-            loss, _ = self.per_example_loss(x + delta, y)
-            (grad,) = torch.autograd.grad(loss.sum(), delta)
-            with torch.no_grad():
-                delta.add_(grad.sign_(), alpha=self.alpha).clamp_(lo, hi)
-        return delta.detach()
+        """``steps`` sign-gradient steps from ``x + delta`` (:func:`pgd_loop`); returns the final delta."""
+        return pgd_loop(lambda xa: self.per_example_loss(xa, y), x, delta, steps=self.steps, alpha=self.alpha,
+                        eps=self.eps)
 
     def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
         if self.restarts == 1:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..attacks.fast import fast_copy
+from ..attacks.pgd import delta_bounds, pgd_loop
 from ..losses import adaptive_loss, cross_entropy, loss_weights
 from ..outputs import ModelOutput
 
@@ -94,9 +95,17 @@ def _eval(model: nn.Module, fast: bool = False):
         model.train(was)
 
 
-def _bounds(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """Bounds of delta: the eps-ball intersected with the image box [0, 1]."""
-    return x.neg().clamp(min=-eps), (1 - x).clamp(max=eps)
+def _start(x: Tensor, config, draw: Draw) -> Tensor:
+    """The random start: uniform in the eps-ball (``random_start``) or zero."""
+    return draw("uniform") * config.eps if config.random_start else torch.zeros_like(x)
+
+
+def _under(autocast, loss_fn):
+    """``loss_fn`` evaluated inside ``autocast()`` (the gradient is taken outside, as before)."""
+    def wrapped(xa: Tensor):
+        with autocast():
+            return loss_fn(xa)
+    return wrapped
 
 
 def pgd_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw, autocast=contextlib.nullcontext,
@@ -105,16 +114,9 @@ def pgd_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw, aut
 
     ``fast``: differentiate the model's fast copy (see :func:`_eval`; equal up to float rounding).
     """
-    eps, alpha = config.eps, config.train_step_size
-    lo, hi = _bounds(x, eps)
-    delta = (draw("uniform") * eps if config.random_start else torch.zeros_like(x)).clamp(lo, hi)
     with _eval(model, fast) as net:
-        for _ in range(config.train_steps):
-            delta.requires_grad_(True)
-            with autocast():
-                loss, _ = attack_loss(net, x + delta, y, config)
-            (grad,) = torch.autograd.grad(loss.sum(), delta)
-            delta = (delta.detach() + alpha * grad.sign()).clamp(lo, hi)
+        delta = pgd_loop(_under(autocast, lambda xa: attack_loss(net, xa, y, config)), x, _start(x, config, draw),
+                         steps=config.train_steps, alpha=config.train_step_size, eps=config.eps)
     return (x + delta).detach()
 
 
@@ -126,27 +128,24 @@ def fat_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw, tau
     budget ``tau`` is used up, otherwise spends one unit of it; the others take a signed
     gradient step (plus ``fat_omega`` Gaussian noise, as FAT's code) and are projected.
     """
-    eps, alpha = config.eps, config.train_step_size
-    lo, hi = _bounds(x, eps)
-    delta = (draw("uniform") * eps if config.random_start else torch.zeros_like(x)).clamp(lo, hi)
     budget = torch.full((x.shape[0],), int(tau), device=x.device, dtype=torch.long)
     moving = torch.ones(x.shape[0], device=x.device, dtype=torch.bool)
     shape = (-1,) + (1,) * (x.dim() - 1)
+
+    def step(delta: Tensor, grad: Tensor, logits: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+        nonlocal budget, moving
+        wrong = logits.detach().argmax(1) != y
+        stop = moving & wrong & (budget == 0)
+        budget = budget - (moving & wrong & (budget > 0)).long()
+        moving = moving & ~stop
+        move = config.train_step_size * grad.sign()
+        if config.fat_omega > 0:
+            move = move + config.fat_omega * draw("normal")
+        return torch.where(moving.view(shape), (delta + move).clamp(lo, hi), delta)
+
     with _eval(model, fast) as net:
-        for _ in range(config.train_steps):
-            delta.requires_grad_(True)
-            with autocast():
-                loss, logits = attack_loss(net, x + delta, y, config)
-            (grad,) = torch.autograd.grad(loss.sum(), delta)
-            wrong = logits.detach().argmax(1) != y
-            stop = moving & wrong & (budget == 0)
-            budget = budget - (moving & wrong & (budget > 0)).long()
-            moving = moving & ~stop
-            step = alpha * grad.sign()
-            if config.fat_omega > 0:
-                step = step + config.fat_omega * draw("normal")
-            new = (delta.detach() + step).clamp(lo, hi)
-            delta = torch.where(moving.view(shape), new, delta.detach())
+        delta = pgd_loop(_under(autocast, lambda xa: attack_loss(net, xa, y, config)), x, _start(x, config, draw),
+                         steps=config.train_steps, alpha=config.train_step_size, eps=config.eps, step=step)
     return (x + delta).detach()
 
 
@@ -172,21 +171,19 @@ def _weighted_kl(nat: ModelOutput, adv: ModelOutput, config) -> Tensor:
 def trades_examples(model: nn.Module, x: Tensor, y: Tensor, config, draw: Draw,
                     autocast=contextlib.nullcontext, fast: bool = False) -> Tensor:
     """TRADES' inner maximisation: PGD on KL(p(x) || p(x')) from x + 0.001 N(0, I), eval mode."""
-    eps, alpha = config.eps, config.train_step_size
-    lo, hi = _bounds(x, eps)
-    delta = (0.001 * draw("normal")).clamp(lo, hi)
     with _eval(model, fast) as net:
         with torch.no_grad(), autocast():
             nat = _output(net, x, config.adaptive)
             nat = ModelOutput(logits=nat.logits.detach().float(),
                               probe_logits={k: v.detach().float() for k, v in nat.probe_logits.items()})
-        for _ in range(config.train_steps):
-            delta.requires_grad_(True)
+
+        def kl(xa: Tensor) -> tuple[Tensor, None]:
             with autocast():
-                adv = _output(net, x + delta, config.adaptive)
-            loss = _weighted_kl(nat, adv, config)
-            (grad,) = torch.autograd.grad(loss.sum(), delta)
-            delta = (delta.detach() + alpha * grad.sign()).clamp(lo, hi)
+                adv = _output(net, xa, config.adaptive)
+            return _weighted_kl(nat, adv, config), None
+
+        delta = pgd_loop(kl, x, 0.001 * draw("normal"), steps=config.train_steps, alpha=config.train_step_size,
+                         eps=config.eps)
     return (x + delta).detach()
 
 
