@@ -46,7 +46,7 @@ def load_sample(path: Path) -> dict[str, torch.Tensor]:
 def train_model(defense: str, data: dict, width: int, epochs: int, seed: int = 0, steps: int = 3, log=print):
     """PGD-AT (PGD-``steps``, step 2.5/255, random start, eps 8/255) with SGD, lr 0.1 -> 0.01 at
     3/4 of the epochs, random crop + flip; the attack phase on the fast copy, channels_last."""
-    from cifs_edu.attacks.fast import fast_copy
+    from cifs_edu.engine.fast import fast_copy
     from cifs_edu.training.config import TrainConfig
     from cifs_edu.training.methods import TrainForward, batch_loss, pgd_examples
 

@@ -9,7 +9,7 @@ optionally with the attack phase on the fast copy (BatchNorm folded) and ``torch
 Then PGD-20 evaluation (``cifs_edu.attacks.PGD``, bf16 autocast) images/s.
 
 ``--graphs`` adds, next to each eager AT configuration, the same step with the attack replayed
-from a CUDA graph (``TrainConfig(cuda_graphs=True)``, :class:`cifs_edu.training.graphs.GraphedPGD`),
+from a CUDA graph (``TrainConfig(cuda_graphs=True)``, :class:`cifs_edu.engine.graphs.GraphedPGD`),
 and checks it first: on a fixed batch, graphed vs eager adversarial examples (max abs difference,
 identical pixels, identical final predictions), then a replay after an SGD step against the eager
 attack on the updated model (and against the attack on the old weights, which a stale graph
@@ -311,7 +311,7 @@ def graph_check(defense: str, width: int, batch: int, at_steps: int, device: tor
     eager attack on the *old* weights (what a graph that did not see the update would give:
     it should differ). On the CPU ``GraphedPGD`` runs eagerly, so everything is equal.
     """
-    from cifs_edu.training.graphs import GraphedPGD
+    from cifs_edu.engine.graphs import GraphedPGD
     from cifs_edu.training.methods import TrainForward, batch_loss, pgd_examples
 
     from .steps import DEFENSES, _config

@@ -5,7 +5,7 @@ calibrated on random inputs (so that folding them is not trivial); the data are 
 CIFAR-shaped images in [0, 1] with random labels. Both libraries attack ``model(x)`` with
 cross-entropy, eps = 8/255, step eps/10, 20 steps, no random start (the paper's PGD-20).
 
-Variants of cifs_edu's PGD (each idea of :mod:`cifs_edu.attacks.fast` alone and together):
+Variants of cifs_edu's PGD (each idea of :mod:`cifs_edu.engine.fast` alone and together):
 
 - ``exact``: ``fold_bn=False, channels_last=False`` (the caller's model itself);
 - ``fold``: BatchNorm folded into the convolutions (private copy, frozen parameters);

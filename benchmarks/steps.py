@@ -12,9 +12,9 @@ engine has no separate step function: :func:`make_steps` repeats the loop body's
 
 Options that the engine does not have (yet) are flags here: ``channels_last`` on the CPU
 (the engine's ``"auto"`` uses it on CUDA only) and ``fast_attack`` (the attack phase on
-:func:`cifs_edu.attacks.fast.fast_copy`: BatchNorm folded, channels_last, frozen parameters).
+:func:`cifs_edu.engine.fast.fast_copy`: BatchNorm folded, channels_last, frozen parameters).
 ``graphs`` runs the attack as ``TrainConfig(cuda_graphs=True)`` does
-(:class:`cifs_edu.training.graphs.GraphedPGD`: captured on the first call, replayed after; eager
+(:class:`cifs_edu.engine.graphs.GraphedPGD`: captured on the first call, replayed after; eager
 on the CPU); the returned dict then also holds the ``"graphed"`` object.
 """
 from __future__ import annotations
@@ -53,8 +53,8 @@ def make_steps(name: str, width: int = 64, batch: int = 128, *, at_steps: int = 
     ``amp``: autocast dtype on CUDA (``torch.bfloat16`` / ``torch.float16``; float16 uses a
     gradient scaler), ``None`` for float32.
     """
-    from cifs_edu.attacks.fast import fast_copy
-    from cifs_edu.training.graphs import GraphedPGD
+    from cifs_edu.engine.fast import fast_copy
+    from cifs_edu.engine.graphs import GraphedPGD
     from cifs_edu.training.methods import TrainForward, batch_loss, pgd_examples
 
     if graphs and fast_attack:

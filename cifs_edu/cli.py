@@ -199,7 +199,7 @@ def _train(args) -> int:
     config = TrainConfig.from_profile(args.profile, **over)
     result = train(config, run_dir=args.run_dir, resume=not args.no_resume, progress=not args.no_progress,
                    device=args.device, max_epochs=args.max_epochs)
-    from . import distributed as dist
+    from .engine import distributed as dist
 
     if not dist.is_main():
         return 0
@@ -317,6 +317,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        from . import distributed as dist
+        from .engine import distributed as dist
 
         dist.shutdown()

@@ -149,7 +149,7 @@ def _prepare_one(item: PlanItem, threads: int | None) -> dict[str, Any]:
     import torch
 
     from .training import evaluate_run, run_dir_for
-    from .training.runlock import run_lock
+    from .engine.runlock import run_lock
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -175,7 +175,7 @@ def prepare(profile: str | Profile | None = None, jobs: int = 1, *, threads: int
     2-core machine busy. On a GPU profile all jobs share the one GPU: keep ``jobs=1`` there. Every run is seeded
     by its configuration, so the weights do not depend on ``jobs`` or on the order.
 
-    Every run holds its lock (:func:`cifs_edu.training.runlock.run_lock`) while it is trained
+    Every run holds its lock (:func:`cifs_edu.engine.runlock.run_lock`) while it is trained
     and swept, so other processes (e.g. chapters already running) wait for it instead of
     training it a second time. ``on_done`` is called with each item's dict as it finishes.
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from cifs_edu import distributed as dist
+from cifs_edu.engine import distributed as dist
 from cifs_edu.training import load_model, train
 
 from .conftest import ROOT

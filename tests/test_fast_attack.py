@@ -1,4 +1,4 @@
-"""The attacks' fast path (cifs_edu.attacks.fast): same function, private copy, nothing leaks."""
+"""The attacks' fast path (cifs_edu.engine.fast): same function, private copy, nothing leaks."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from cifs_edu.attacks import PGD, robust_accuracy
-from cifs_edu.attacks.fast import fast_copy, fold_batchnorm, foldable_pairs, private_copy
+from cifs_edu.engine.fast import fast_copy, fold_batchnorm, foldable_pairs, private_copy
 from cifs_edu.models import build_model
 from cifs_edu.profiles import ConfigError
 

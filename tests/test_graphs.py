@@ -1,4 +1,4 @@
-"""The CUDA-graph training attack (``TrainConfig(cuda_graphs=True)``, ``cifs_edu.training.graphs``).
+"""The CUDA-graph training attack (``TrainConfig(cuda_graphs=True)``, ``cifs_edu.engine.graphs``).
 
 On a CPU-only machine: the option's validation, that it is a runtime field (no new cache key,
 resumable either way, loadable on the CPU) and the eager fallback of :class:`GraphedPGD`. The
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from cifs_edu.profiles import ConfigError
-from cifs_edu.training import RUNTIME_FIELDS, GraphedPGD, TrainConfig, load_model, train
+from cifs_edu.engine.graphs import GraphedPGD
+from cifs_edu.training import RUNTIME_FIELDS, TrainConfig, load_model, train
 from cifs_edu.training.methods import pgd_examples
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cifs_edu.training.runlock import lock_path, run_lock
+from cifs_edu.engine.runlock import lock_path, run_lock
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="flock locks (POSIX only)")
 
@@ -46,7 +46,7 @@ def test_second_process_waits_for_the_holder(tmp_path):
     holder = _python(f"""
         import time
         from pathlib import Path
-        from cifs_edu.training.runlock import run_lock
+        from cifs_edu.engine.runlock import run_lock
         with run_lock({str(tmp_path / 'run')!r}):
             Path({str(held)!r}).touch()
             time.sleep(1.5)
@@ -66,7 +66,7 @@ def test_a_lock_dies_with_its_process(tmp_path):
     holder = _python(f"""
         import os, time
         from pathlib import Path
-        from cifs_edu.training.runlock import run_lock
+        from cifs_edu.engine.runlock import run_lock
         with run_lock({str(tmp_path / 'run')!r}):
             Path({str(held)!r}).touch()
             time.sleep(60)

@@ -16,7 +16,7 @@ and sets ``execute_notebooks: cache``. Just before Sphinx reads the pages it is 
 
 The two overlap: a chapter starts as soon as a training process has no model left to start
 (a chapter that needs a model still in training waits for it on the run's lock,
-:mod:`cifs_edu.training.runlock`), so no core idles while the last models finish.
+:mod:`cifs_edu.engine.runlock`), so no core idles while the last models finish.
 
 So every chapter Sphinx reads is executed afresh, as ``execute_notebooks: force`` would do,
 only in parallel. A chapter that raises does not stop the others: every page is written, the

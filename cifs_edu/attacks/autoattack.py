@@ -73,7 +73,7 @@ class AutoAttack(Attack):
         eval_mode: run with the model in eval mode (default).
         verbose: let torchattacks print each component's progress.
         fold_bn: the components attack a private copy of the model with its eval-mode
-            BatchNorms folded (default: when ``eval_mode``; see :mod:`cifs_edu.attacks.fast`).
+            BatchNorms folded (default: when ``eval_mode``; see :mod:`cifs_edu.engine.fast`).
         channels_last: must stay ``None``/``False``: torchattacks' FAB reshapes input
             gradients with ``.view``, which fails on channels_last tensors.
     """

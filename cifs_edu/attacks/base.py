@@ -28,7 +28,7 @@ with respect to the input only, so parameter ``.grad`` fields are never touched.
 
 Speed (eval-mode attacks only, on by default): the gradients are computed on a private copy
 of the model with its BatchNorms folded into the preceding convolutions, channels_last
-weights and frozen parameters (:mod:`cifs_edu.attacks.fast`); about 2x faster on the CPU.
+weights and frozen parameters (:mod:`cifs_edu.engine.fast`); about 2x faster on the CPU.
 The copy computes the same function up to float rounding, so a sign step can differ on a
 pixel whose gradient is within rounding of zero; ``fold_bn=False, channels_last=False``
 runs the caller's model itself (bit-for-bit the plain computation).
@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from ..losses import Beta, adaptive_loss, cross_entropy, loss_weights, parse_beta
 from ..outputs import ModelOutput
 from ..errors import ConfigError
-from .fast import FastCopy, fast_copy
+from ..engine.fast import FastCopy, fast_copy
 
 __all__ = ["Attack", "format_eps", "model_name", "model_device", "model_dtype", "check_inputs", "check_images",
            "eval_mode"]
@@ -164,7 +164,7 @@ class Attack:
         fold_bn: compute gradients on a private copy with eval-mode BatchNorms folded into their
             convolutions (``None``, the default: when ``eval_mode``; ``True`` needs ``eval_mode``).
         channels_last: that copy (and the inputs) in channels_last memory format (same default).
-            With both off the attack runs the caller's model itself. See :mod:`cifs_edu.attacks.fast`.
+            With both off the attack runs the caller's model itself. See :mod:`cifs_edu.engine.fast`.
     """
 
     #: the standard (non-adaptive) loss name of this attack

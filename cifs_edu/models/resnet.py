@@ -37,7 +37,7 @@ class BasicBlock(nn.Module):
 
     expansion = 1
     #: (conv, bn) pairs where the conv output feeds only that BN (foldable in eval mode;
-    #: used by :mod:`cifs_edu.attacks.fast`); the shortcut is an nn.Sequential(conv, bn)
+    #: used by :mod:`cifs_edu.engine.fast`); the shortcut is an nn.Sequential(conv, bn)
     bn_fold_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
@@ -73,7 +73,7 @@ class CIFARResNet(SelectiveNet):
     Prefer :func:`cifs_edu.models.build_model`, which validates every option.
     """
 
-    #: the stem's conv feeds only bn1 (see :mod:`cifs_edu.attacks.fast`)
+    #: the stem's conv feeds only bn1 (see :mod:`cifs_edu.engine.fast`)
     bn_fold_pairs = (("conv1", "bn1"),)
 
     def __init__(

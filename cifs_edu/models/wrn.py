@@ -37,7 +37,7 @@ class WideBasic(nn.Module):
     uses ``x`` itself (equal widths) or ``convShortcut(relu1(bn1(x)))`` unmasked.
     """
 
-    #: conv1's output feeds only bn2 (foldable in eval mode, see :mod:`cifs_edu.attacks.fast`);
+    #: conv1's output feeds only bn2 (foldable in eval mode, see :mod:`cifs_edu.engine.fast`);
     #: bn1 pre-activates the block input and is not foldable
     bn_fold_pairs = (("conv1", "bn2"),)
 

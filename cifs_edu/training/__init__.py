@@ -9,11 +9,10 @@
 Modules: :mod:`.config` (the validated run configuration), :mod:`.methods` (the training
 objectives), :mod:`.loop` (train / resume / load), :mod:`.evaluate` (test-set suites),
 :mod:`.data` (tensor data with per-epoch seeded order and augmentation), :mod:`.specs`
-(attack names), :mod:`.graphs` (the ``pgd_at`` training attack replayed from a CUDA graph,
-``TrainConfig(cuda_graphs=True)``).
+(attack names). The speed and safety paths the loop switches on (run locks, DDP, CUDA graphs,
+the BN-folded attack copy) live in :mod:`cifs_edu.engine`.
 """
 from .config import AMP_MODES, AUGMENTS, CACHE_VERSION, EVAL_FIELDS, METHODS, RUNTIME_FIELDS, TrainConfig
-from .graphs import GraphedPGD
 from .evaluate import build_attack, evaluate_model
 from .loop import TrainResult, curves, evaluate_run, load_model, load_or_train, read_history, run_dir_for, train
 from .specs import ATTACK_HELP, AttackSpec, parse_attack
@@ -26,7 +25,6 @@ __all__ = [
     "CACHE_VERSION",
     "EVAL_FIELDS",
     "RUNTIME_FIELDS",
-    "GraphedPGD",
     "TrainResult",
     "train",
     "load_or_train",

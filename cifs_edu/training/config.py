@@ -175,7 +175,7 @@ class TrainConfig:
         channels_last: ``"auto"`` (= on: faster on CUDA and, for these ResNets, on CPUs too),
         ``"on"``, ``"off"``; compile: ``torch.compile`` the training forward (CUDA).
         fast_attack: make the training attack's examples on a private fast copy of the
-            eval-mode model (:func:`cifs_edu.attacks.fast.fast_copy`: BatchNorm folded into
+            eval-mode model (:func:`cifs_edu.engine.fast.fast_copy`: BatchNorm folded into
             the convolutions, frozen parameters, channels_last), rebuilt for every batch:
             the same examples up to float rounding, about 10% less time per attack step on
             the 2-core CPUs (width 8). ``"auto"`` (= on for the CPU, off on CUDA, where it
@@ -183,7 +183,7 @@ class TrainConfig:
             rounding changes the trained weights, as ``channels_last`` does). Not used by
             the ``cuda_graphs`` attack.
         cuda_graphs: replay the ``pgd_at`` training attack from a CUDA graph
-            (:class:`~cifs_edu.training.graphs.GraphedPGD`): the attack of every full batch is
+            (:class:`~cifs_edu.engine.graphs.GraphedPGD`): the attack of every full batch is
             captured once (PGD-k in eval mode with the same eps, step, random-start noise, loss
             and autocast) and replayed with one launch, which removes most of the kernel-launch
             latency that bounds small-batch AT on a fast GPU. The last, smaller batch of an

@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..losses import BETA_SWEEP
-from .. import distributed as dist
+from ..engine import distributed as dist
 from .specs import AttackSpec, parse_attack
 
 __all__ = ["build_attack", "evaluate_model", "accuracy_counts"]

@@ -15,7 +15,7 @@ Speed: no host synchronisation inside an epoch (loss and accuracy accumulate on 
 device); channels-last memory format; on CUDA, automatic mixed precision (bfloat16, or
 float16 with a gradient scaler); the training set lives on the device; optionally
 (``cuda_graphs=True``, ``pgd_at`` on one GPU) the training attack of every full batch is
-replayed from a CUDA graph (:mod:`cifs_edu.training.graphs`).
+replayed from a CUDA graph (:mod:`cifs_edu.engine.graphs`).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .. import distributed as dist
+from ..engine import distributed as dist
 from ..checkpoint import (
     FORMAT, CheckpointError, CheckpointMismatchError, atomic_write_bytes, atomic_torch_save, check_config,
     load_checkpoint, read_json, rng_state, set_rng_state, weights_digest, write_json,
@@ -44,7 +44,7 @@ from .data import EpochPlan, TensorSplits, augment_batch, derive_seed, load_tens
 from .evaluate import accuracy_counts, evaluate_model
 from .methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
 from .rundir import check_run_dir, clear_run, mark_run_dir
-from .runlock import run_lock
+from ..engine.runlock import run_lock
 from .specs import parse_attack
 
 __all__ = ["TrainResult", "train", "load_or_train", "load_model", "run_dir_for", "read_history", "curves", "evaluate_run"]
@@ -274,7 +274,7 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
         cifs_edu.datasets.DataNotFoundError: data missing (before any training).
         CheckpointError / CheckpointMismatchError: ``last.pt`` unusable or from another config.
 
-    Holds the run's lock (:func:`~cifs_edu.training.runlock.run_lock`) while it works: a second
+    Holds the run's lock (:func:`~cifs_edu.engine.runlock.run_lock`) while it works: a second
     process training or evaluating the same run waits for this one.
     """
     if not isinstance(config, TrainConfig):
@@ -356,7 +356,7 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
 
     graphed = None
     if config.cuda_graphs:
-        from .graphs import GraphedPGD
+        from ..engine.graphs import GraphedPGD
 
         graphed = GraphedPGD(model, config, autocast)  # captured on the first full batch, replayed after
 

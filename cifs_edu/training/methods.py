@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attacks.fast import fast_copy
+from ..engine.fast import fast_copy
 from ..attacks.pgd import delta_bounds, pgd_loop
 from ..losses import adaptive_loss, cross_entropy, loss_weights
 from ..outputs import ModelOutput
@@ -85,7 +85,7 @@ def attack_loss(model: nn.Module, x: Tensor, y: Tensor, config) -> tuple[Tensor,
 def _eval(model: nn.Module, fast: bool = False):
     """Eval mode (restored after) with gradients on; yields the module the attack differentiates:
     ``model`` itself, or with ``fast`` its private fast copy (BN folded, frozen, channels_last;
-    :func:`cifs_edu.attacks.fast.fast_copy`), made after the switch to eval mode."""
+    :func:`cifs_edu.engine.fast.fast_copy`), made after the switch to eval mode."""
     was = model.training
     model.eval()
     try:

@@ -33,7 +33,7 @@ result is bitwise equal).
 
 Batches of another shape, stride, dtype or device than the captured one (in the engine: the
 last, smaller batch of an epoch) run the eager ``pgd_examples``; the first such call is
-logged at DEBUG level on the ``cifs_edu.training.graphs`` logger and :attr:`GraphedPGD.eager_calls`
+logged at DEBUG level on the ``cifs_edu.engine.graphs`` logger and :attr:`GraphedPGD.eager_calls`
 counts them. Only one shape is captured (a second graph for the last batch would save one
 eager attack per epoch and cost a second memory pool).
 
@@ -56,7 +56,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .methods import Draw, pgd_examples
+from ..training.methods import Draw, pgd_examples
 
 __all__ = ["GraphedPGD"]
 
