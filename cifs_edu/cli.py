@@ -52,6 +52,9 @@ def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m cifs_edu``."""
+    from .cifs import IMGFS
+    from .names import ARCHS, DATASETS, DEFENSES, METHODS
+    from .training.config import AMP_MODES
     from .training.specs import ATTACK_HELP
 
     p = argparse.ArgumentParser(prog="python -m cifs_edu", description="Train, evaluate and reproduce CIFS (Yan et al., ICML 2021).")
@@ -59,19 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train (or resume) one model", description="Train one model; resumes an interrupted run of the same configuration.")
     t.add_argument("--profile", choices=sorted(PROFILES), default=None, help="scale of the run (default: $CIFS_PROFILE or smoke)")
-    t.add_argument("--arch", choices=["resnet18", "resnet10", "wrn28_10"], help="backbone (default resnet18)")
-    t.add_argument("--defense", choices=["none", "cifs", "cas"], default="none", help="vanilla, CIFS (this paper) or CAS (Bai et al.)")
-    t.add_argument("--method", choices=["standard", "pgd_at", "trades", "fat"], default="pgd_at", help="training method (default pgd_at)")
-    t.add_argument("--dataset", help="synthetic, cifar10, svhn, fmnist or folder:PATH (overrides the profile)")
+    t.add_argument("--arch", choices=ARCHS, help="backbone (default resnet18)")
+    t.add_argument("--defense", choices=DEFENSES, default="none", help="vanilla, CIFS (this paper) or CAS (Bai et al.)")
+    t.add_argument("--method", choices=METHODS, default="pgd_at", help="training method (default pgd_at)")
+    t.add_argument("--dataset", help=f"{', '.join(DATASETS)} or folder:PATH (overrides the profile)")
     t.add_argument("--epochs", type=int, help="number of epochs (overrides the profile)")
     t.add_argument("--width", type=int, help="ResNet base width (64 = the paper's) or WRN widen factor")
     t.add_argument("--n-train", type=int, help="training images (overrides the profile)")
     t.add_argument("--beta", help="beta of the adaptive loss for CIFS/CAS training (default 2)")
     t.add_argument("--seed", type=int, help="random seed (default: $CIFS_SEED or 0)")
-    t.add_argument("--imgf", choices=["softmax", "sigmoid", "softplus", "relu"], help="CIFS importance-mask function")
+    t.add_argument("--imgf", choices=IMGFS, help="CIFS importance-mask function")
     t.add_argument("--k", type=int, help="CIFS top-k (default 2)")
     t.add_argument("--positions", help="CIFS/CAS positions, comma-separated (P1 = last block, P2 = second-to-last)")
-    t.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help="mixed precision on CUDA (default auto)")
+    t.add_argument("--amp", choices=AMP_MODES, help="mixed precision on CUDA (default auto)")
     t.add_argument("--fast-attack", choices=["auto", "on", "off"], help="training attack on a BN-folded, frozen copy of the "
                    "model (same examples up to float rounding; default auto = on for the CPU, off on CUDA)")
     t.add_argument("--cuda-graphs", action="store_true", help="pgd_at on one GPU: replay the training attack from a CUDA graph "

@@ -46,8 +46,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .paths import data_dir
 from .errors import ConfigError
+from .names import DATASETS
+from .paths import data_dir
 
 __all__ = [
     "DATASETS",
@@ -66,7 +67,6 @@ __all__ = [
 ]
 
 DATA_ENV = "CIFS_DATA"
-DATASETS = ("synthetic", "cifar10", "svhn", "fmnist")  # plus "folder:<path>"
 TEST_SUBSET_SEED = 0  # the test subset never depends on the run's seed
 PAD = 4  # zero padding of the random crop (the paper's augmentation)
 

@@ -239,7 +239,7 @@ def _base(table: Table, profile_name: str, arch: str, overrides: Mapping[str, An
     prof = get_profile(profile_name)
     base: dict[str, Any] = {"arch": arch}
     wrn = arch == "wrn28_10"
-    if prof.name == "smoke":
+    if prof.is_synthetic:  # one synthetic data set stands in for every table's
         base["width"] = max(1, round(10 * prof.width / 64)) if wrn else prof.width
         return base
     paper = prof.name == "paper"
@@ -478,14 +478,14 @@ def reproduce(key: str, profile: str = "smoke", *, rows: list[str] | None = None
     frame = _frame(table, run, prof.name)
     out = {
         "table": table.key, "title": table.title, "profile": prof.name, "paper_key": table.paper_key,
-        "which": table.which, "sweep": sweep, "note": table.note, "synthetic": prof.name == "smoke",
+        "which": table.which, "sweep": sweep, "note": table.note, "synthetic": prof.is_synthetic,
         "run": run, "paper": paper_table(table.paper_key)["rows"], "runs": run_dirs,
     }
     path = runs_dir() / "tables" / f"{table.key}-{prof.name}.json"
     write_json(path, out)
     if verbose:
         print(f"{table.title} -- profile {prof.name}" + (" (SYNTHETIC data: not comparable to the paper's numbers)"
-                                                          if prof.name == "smoke" else ""))
+                                                          if prof.is_synthetic else ""))
         if not sweep:
             print("CIFS/CAS attacked with the adaptive loss at beta_atk = training beta (no sweep at this profile)")
         if table.note:

@@ -69,6 +69,9 @@ class Profile:
         normalize: input normalisation of the profile's models on its own data set (a key of
             :data:`cifs_edu.models.DATASET_STATS`, or ``None`` for none, as the authors). Only
             ``smoke`` sets it (``"synthetic"``): see :data:`NORMALIZE_NOTE`.
+        threads: CPU threads for torch (``None``: torch's default). ``smoke`` uses 1: its width-8
+            models do so little work per operation that splitting it over threads costs more
+            than it saves (chapters ran 4-10x slower with 2 threads on a busy 2-core machine).
     """
 
     name: str
@@ -100,6 +103,7 @@ class Profile:
     sweep_n: int | None = None
     normalize: str | None = None
     warm_start_epochs: int = 0
+    threads: int | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +123,8 @@ class Profile:
                 problems.append(f"{name} must be > 0 or None (got {v})")
         if not 0 <= self.warm_start_epochs < self.epochs:
             problems.append(f"warm_start_epochs must be in [0, epochs) (got {self.warm_start_epochs})")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            problems.append(f"threads must be None or an int >= 1 (got {self.threads!r})")
         if self.n_val < 0:
             problems.append(f"n_val must be >= 0 (got {self.n_val})")
         if self.lr <= 0:
@@ -136,7 +142,8 @@ class Profile:
                 problems.append(f"normalize must be None or one of {tuple(DATASET_STATS)} (got {self.normalize!r})")
         if self.device not in ("cpu", "cuda", "auto"):
             problems.append(f"device must be 'cpu', 'cuda' or 'auto' (got {self.device!r})")
-        known = ("synthetic", "cifar10", "svhn", "fmnist")
+        from .names import DATASETS as known
+
         if self.dataset not in known and not self.dataset.startswith("folder:"):
             problems.append(f"dataset must be one of {known} or 'folder:<path>' (got {self.dataset!r})")
         if problems:
@@ -227,6 +234,7 @@ PROFILES: dict[str, Profile] = {
         cifs_mask_scale="channels",
         sweep_n=100,
         normalize="synthetic",  # see NORMALIZE_NOTE
+        threads=1,
     ),
     "laptop": Profile(
         name="laptop",

@@ -143,15 +143,13 @@ def apply_figure_style() -> None:
 def cpu_threads(profile: Profile, threads: int | None = None) -> int | None:
     """How many CPU threads torch should use; ``None`` keeps torch's default.
 
-    Order: the ``threads`` argument, then ``CIFS_THREADS``, then the profile's default:
-    one thread for ``smoke``. Its width-8 models do so little work per operation that
-    splitting it over threads costs more than it saves (measured on the 2-core machines:
-    chapters ran 4-10x slower with torch's default 2 threads on a busy machine).
+    Order: the ``threads`` argument, then ``CIFS_THREADS``, then the profile's
+    :attr:`~cifs_edu.profiles.Profile.threads` (one for ``smoke``; see there why).
     """
     if threads is None:
         threads = env_number(THREADS_ENV, int, 1)
-        if threads is None and profile.name == "smoke":
-            threads = 1
+        if threads is None:
+            threads = profile.threads
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     return threads
@@ -186,7 +184,7 @@ def setup(
     global _CURRENT
     asked = profile if profile is not None else (os.environ.get(PROFILE_ENV, "").strip() or None)
     prof = get_profile(profile)
-    if asked is None and prof.name == "smoke" and device is None and torch.cuda.is_available():
+    if asked is None and prof.is_synthetic and device is None and torch.cuda.is_available():
         hint = ("a CUDA GPU is available: cifs_edu.setup(profile='colab') (or 'auto') trains the "
                 "CIFAR-10 models of the colab profile on it; smoke runs on synthetic data")
     else:

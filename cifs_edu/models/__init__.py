@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from ..cifs import CIFSConfig, PROBE_KINDS
 from ..errors import ConfigError
+from ..names import ARCHS, DEFENSES
 from .base import FORWARD_ORDER, SelectiveNet
 from .checkpoints import authors_key_map, load_authors_state_dict, load_backbone_state_dict
 from .normalize import DATASET_STATS, Normalize, NormalizeSpec, normalize_problems
@@ -51,8 +52,6 @@ __all__ = [
     "authors_key_map",
 ]
 
-ARCHS = ("resnet18", "resnet10", "wrn28_10")
-DEFENSES = ("none", "cifs", "cas")
 POSITIONS = ("P1", "P2")
 
 _DEFAULT_WIDTH = {"resnet18": 64, "resnet10": 64, "wrn28_10": 10}

@@ -35,6 +35,7 @@ from typing import Any, Mapping
 
 from ..losses import parse_beta
 from ..errors import ConfigError
+from ..names import ARCHS as _ARCHS, DATASETS as _DATASETS, DEFENSES as _DEFENSES, METHODS
 from ..profiles import Profile, get_profile
 from .specs import parse_attack
 
@@ -45,12 +46,8 @@ __all__ = ["TrainConfig", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "RUNTIME_FI
 #: 3: the default CIFS label rule became the paper's (top-1 replaced by y; formerly ``"distinct"``).
 CACHE_VERSION = 3
 
-METHODS = ("standard", "pgd_at", "trades", "fat")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 AUGMENTS = ("auto", "crop_flip", "crop", "none")
-_ARCHS = ("resnet18", "resnet10", "wrn28_10")
-_DEFENSES = ("none", "cifs", "cas")
-_DATASETS = ("synthetic", "cifar10", "svhn", "fmnist")
 
 #: Fields that only choose the final test-set evaluation (not part of :meth:`TrainConfig.key`).
 EVAL_FIELDS = ("eval_attacks", "eval_sweep", "eval_n", "eval_best", "eval_batch_size", "aa_n")
