@@ -16,11 +16,12 @@ Library map (each module is named after the paper's concept it implements):
 - :mod:`cifs_edu.datasets` -- CIFAR-10, SVHN, Fashion-MNIST, image folders and the synthetic data;
 - :mod:`cifs_edu.synthetic` -- the embedded offline data set of the smoke profile;
 - :mod:`cifs_edu.attacks` -- FGSM, PGD, C&W, AutoAttack, the beta_atk sweep, robust accuracy;
+- :mod:`cifs_edu.evaluate` -- attack names and ``evaluate_model``: name -> accuracy (+/- the beta_atk sweep);
 - :mod:`cifs_edu.analysis` -- channel-wise activations (Fig. 1), per-class and top-k accuracy;
 - :mod:`cifs_edu.training` -- PGD-AT, TRADES, FAT; :class:`TrainConfig`, :func:`load_or_train`;
 - :mod:`cifs_edu.zoo` -- the named models the chapters share (``zoo.load("cifs_at")``);
 - :mod:`cifs_edu.checkpoint` -- atomic checkpoints, exact resume;
-- :mod:`cifs_edu.evaluation` -- :func:`robustness_report`: gradient-masking checks, best known attack;
+- :mod:`cifs_edu.report` -- :func:`robustness_report`: the gradient-masking checklist, best known attack;
 - :mod:`cifs_edu.experiments` -- the configs behind each paper table, ``reproduce``, GPU-hour estimates;
 - :mod:`cifs_edu.cli` -- ``python -m cifs_edu train | eval | reproduce | list``;
 - :mod:`cifs_edu.paper` -- the paper's tables, printed beside a run's numbers.
@@ -39,7 +40,7 @@ from .errors import ConfigError
 from .profiles import PROFILES, Profile, get_profile
 from .runtime import Session, current, setup
 from .training import TrainConfig, TrainResult, load_model, load_or_train, train
-from .evaluation import RobustnessReport, compare_reports, robustness_report
+from .report import RobustnessReport, compare_reports, robustness_report
 from . import zoo
 
 __all__ = [

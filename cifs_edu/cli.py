@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cifs import IMGFS
     from .names import ARCHS, DATASETS, DEFENSES, METHODS
     from .training.config import AMP_MODES
-    from .training.specs import ATTACK_HELP
+    from .evaluate import ATTACK_HELP
 
     p = argparse.ArgumentParser(prog="python -m cifs_edu", description="Train, evaluate and reproduce CIFS (Yan et al., ICML 2021).")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,reproduce,prepare,reference,list}")

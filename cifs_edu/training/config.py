@@ -37,7 +37,7 @@ from ..losses import parse_beta
 from ..errors import ConfigError
 from ..names import ARCHS as _ARCHS, DATASETS as _DATASETS, DEFENSES as _DEFENSES, METHODS
 from ..profiles import Profile, get_profile
-from .specs import parse_attack
+from ..evaluate import parse_attack
 
 __all__ = ["TrainConfig", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "RUNTIME_FIELDS", "AMP_MODES", "AUGMENTS"]
 
@@ -162,7 +162,7 @@ class TrainConfig:
         eval_every: validate every N epochs (and always after the last);
         val_steps, val_step_size: PGD on the validation split (default step eps/4).
     Final evaluation on the test set (``results.json``):
-        eval_attacks: attack names (:func:`~cifs_edu.training.specs.parse_attack`);
+        eval_attacks: attack names (:func:`~cifs_edu.evaluate.parse_attack`);
         eval_sweep: for CIFS/CAS, report the worst case over the attacker's betas
             (Table B.3) instead of beta_atk = beta; eval_n: test images (None = all);
         eval_best: also evaluate ``best.pt``; eval_batch_size; aa_n: AutoAttack images.
