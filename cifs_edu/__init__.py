@@ -32,7 +32,7 @@ from ._version import __version__
 from .attacks import CW, FGSM, PGD, AutoAttack, robust_accuracy, sweep
 from .cas import CASLayer
 from .cifs import CIFSConfig, CIFSLayer
-from .datasets import DataNotFoundError, DataSplits, as_tensors, class_counts, load_data, make_loader
+from .datasets import DataNotFoundError, DataSplits, as_tensors, class_counts, load_data
 from .losses import BETA_SWEEP, adaptive_loss
 from .models import build_model, count_parameters, load_authors_state_dict, load_backbone_state_dict, mask_grad
 from .outputs import ModelOutput
@@ -70,7 +70,6 @@ __all__ = [
     "sweep",
     "robust_accuracy",
     "load_data",
-    "make_loader",
     "as_tensors",
     "class_counts",
     "DataSplits",
