@@ -16,11 +16,12 @@ Library map (each module is named after the paper's concept it implements):
 - :mod:`cifs_edu.datasets` -- CIFAR-10, SVHN, Fashion-MNIST, image folders and the synthetic data;
 - :mod:`cifs_edu.synthetic` -- the embedded offline data set of the smoke profile;
 - :mod:`cifs_edu.attacks` -- FGSM, PGD, C&W, AutoAttack, the beta_atk sweep, robust accuracy;
+- :mod:`cifs_edu.evaluate` -- attack names and ``evaluate_model``: name -> accuracy (+/- the beta_atk sweep);
 - :mod:`cifs_edu.analysis` -- channel-wise activations (Fig. 1), per-class and top-k accuracy;
 - :mod:`cifs_edu.training` -- PGD-AT, TRADES, FAT; :class:`TrainConfig`, :func:`load_or_train`;
 - :mod:`cifs_edu.zoo` -- the named models the chapters share (``zoo.load("cifs_at")``);
 - :mod:`cifs_edu.checkpoint` -- atomic checkpoints, exact resume;
-- :mod:`cifs_edu.evaluation` -- :func:`robustness_report`: gradient-masking checks, best known attack;
+- :mod:`cifs_edu.report` -- :func:`robustness_report`: the gradient-masking checklist, best known attack;
 - :mod:`cifs_edu.experiments` -- the configs behind each paper table, ``reproduce``, GPU-hour estimates;
 - :mod:`cifs_edu.cli` -- ``python -m cifs_edu train | eval | reproduce | list``;
 - :mod:`cifs_edu.paper` -- the paper's tables, printed beside a run's numbers.
@@ -31,7 +32,7 @@ from ._version import __version__
 from .attacks import CW, FGSM, PGD, AutoAttack, robust_accuracy, sweep
 from .cas import CASLayer
 from .cifs import CIFSConfig, CIFSLayer
-from .datasets import DataNotFoundError, DataSplits, as_tensors, class_counts, load_data, make_loader
+from .datasets import DataNotFoundError, DataSplits, as_tensors, class_counts, load_data
 from .losses import BETA_SWEEP, adaptive_loss
 from .models import build_model, count_parameters, load_authors_state_dict, load_backbone_state_dict, mask_grad
 from .outputs import ModelOutput
@@ -39,7 +40,7 @@ from .errors import ConfigError
 from .profiles import PROFILES, Profile, get_profile
 from .runtime import Session, current, setup
 from .training import TrainConfig, TrainResult, load_model, load_or_train, train
-from .evaluation import RobustnessReport, compare_reports, robustness_report
+from .report import RobustnessReport, compare_reports, robustness_report
 from . import zoo
 
 __all__ = [
@@ -69,7 +70,6 @@ __all__ = [
     "sweep",
     "robust_accuracy",
     "load_data",
-    "make_loader",
     "as_tensors",
     "class_counts",
     "DataSplits",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 from typing import Any, Sequence
@@ -50,36 +51,63 @@ def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
+def _list_value(text: str) -> list[Any]:
+    """A list flag: JSON (``[3,4]``) or comma-separated (``3,4``, ``natural,pgd20``)."""
+    value = _value(text)
+    if isinstance(value, list):
+        return value
+    return [_value(part.strip()) for part in str(text).split(",") if part.strip()]
+
+
+def _bool_value(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false (got {text!r})")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--field-name`` per TrainConfig field (not ``profile``, ``model_options``), typed and
+    described from the config itself: the CLI and the Python API share one configuration spine."""
+    from .names import ARCHS, DEFENSES, METHODS
+    from .training import TrainConfig
+    from .training.config import AMP_MODES, AUGMENTS, FIELD_HELP
+
+    choices = {"arch": ARCHS, "defense": DEFENSES, "method": METHODS, "amp": AMP_MODES, "augment": AUGMENTS,
+               "fast_attack": ("auto", "on", "off"), "channels_last": ("auto", "on", "off"),
+               "loss_scale": ("paper", "authors")}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("profile", "model_options"):
+            continue
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": FIELD_HELP[f.name]}
+        kind = str(f.type)
+        if kind == "bool":
+            kw.update(type=_bool_value, nargs="?", const=True, metavar="BOOL")
+        elif f.name in choices:
+            kw.update(choices=choices[f.name])
+        elif kind.startswith("tuple"):
+            kw.update(type=_list_value, metavar="A,B")
+        else:
+            kw.update(type=_value, metavar=f.name.upper())
+        parser.add_argument("--" + f.name.replace("_", "-"), **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m cifs_edu``."""
     from .cifs import IMGFS
-    from .names import ARCHS, DATASETS, DEFENSES, METHODS
-    from .training.config import AMP_MODES
-    from .training.specs import ATTACK_HELP
+    from .evaluate import ATTACK_HELP
 
     p = argparse.ArgumentParser(prog="python -m cifs_edu", description="Train, evaluate and reproduce CIFS (Yan et al., ICML 2021).")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,reproduce,prepare,reference,list}")
 
     t = sub.add_parser("train", help="train (or resume) one model", description="Train one model; resumes an interrupted run of the same configuration.")
     t.add_argument("--profile", choices=sorted(PROFILES), default=None, help="scale of the run (default: $CIFS_PROFILE or smoke)")
-    t.add_argument("--arch", choices=ARCHS, help="backbone (default resnet18)")
-    t.add_argument("--defense", choices=DEFENSES, default="none", help="vanilla, CIFS (this paper) or CAS (Bai et al.)")
-    t.add_argument("--method", choices=METHODS, default="pgd_at", help="training method (default pgd_at)")
-    t.add_argument("--dataset", help=f"{', '.join(DATASETS)} or folder:PATH (overrides the profile)")
-    t.add_argument("--epochs", type=int, help="number of epochs (overrides the profile)")
-    t.add_argument("--width", type=int, help="ResNet base width (64 = the paper's) or WRN widen factor")
-    t.add_argument("--n-train", type=int, help="training images (overrides the profile)")
-    t.add_argument("--beta", help="beta of the adaptive loss for CIFS/CAS training (default 2)")
-    t.add_argument("--seed", type=int, help="random seed (default: $CIFS_SEED or 0)")
+    _add_config_options(t)  # --arch, --defense, --method, --epochs, --lr, ...: every TrainConfig field
     t.add_argument("--imgf", choices=IMGFS, help="CIFS importance-mask function")
     t.add_argument("--k", type=int, help="CIFS top-k (default 2)")
     t.add_argument("--positions", help="CIFS/CAS positions, comma-separated (P1 = last block, P2 = second-to-last)")
-    t.add_argument("--amp", choices=AMP_MODES, help="mixed precision on CUDA (default auto)")
-    t.add_argument("--fast-attack", choices=["auto", "on", "off"], help="training attack on a BN-folded, frozen copy of the "
-                   "model (same examples up to float rounding; default auto = on for the CPU, off on CUDA)")
-    t.add_argument("--cuda-graphs", action="store_true", help="pgd_at on one GPU: replay the training attack from a CUDA graph "
-                   "(same examples; about 3.5-4x faster AT steps at batch 128 on an H200)")
-    t.add_argument("--eval-attacks", help=f"comma-separated final test attacks ({ATTACK_HELP})")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="any TrainConfig field, e.g. --set lr=0.05 --set milestones=[3,4] (repeatable)")
     t.add_argument("--option", action="append", metavar="KEY=VALUE", help="any build_model option, e.g. --option probes=linear (repeatable)")
     t.add_argument("--run-dir", help="run folder (default: runs_dir()/<profile>-<arch>-<defense>-<method>-<key>)")
@@ -177,19 +205,8 @@ def _cpu_threads(profile: str | None):
 def _train(args) -> int:
     from .training import TrainConfig, train
 
-    over: dict[str, Any] = {}
-    for name in ("arch", "defense", "method", "dataset", "epochs", "width", "seed", "amp", "fast_attack"):
-        v = getattr(args, name)
-        if v is not None:
-            over[name] = v
-    if args.n_train is not None:
-        over["n_train"] = args.n_train
-    if args.cuda_graphs:
-        over["cuda_graphs"] = True
-    if args.beta is not None:
-        over["beta"] = _value(args.beta)
-    if args.eval_attacks:
-        over["eval_attacks"] = tuple(a for a in args.eval_attacks.split(",") if a)
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("profile", "model_options")]
+    over: dict[str, Any] = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     options = _pairs(args.option, "--option")
     for name in ("imgf", "k"):
         if getattr(args, name) is not None:

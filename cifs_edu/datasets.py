@@ -1,8 +1,9 @@
 """Data: CIFAR-10, SVHN, Fashion-MNIST, any image folder, and the embedded synthetic set.
 
-One entry point, :func:`load_data`, returns a :class:`DataSplits` (train / val / test)
-whose datasets yield ``(x, y)`` with ``x`` a float32 tensor of shape ``(C, H, W)`` in
-``[0, 1]`` (models normalise internally, if at all) and ``y`` an ``int``.
+One entry point, :func:`load_data`, returns a :class:`DataSplits` (train / val / test), each
+split a :class:`Split` of in-memory tensors: ``split.x`` float32 ``(N, C, H, W)`` in ``[0, 1]``
+(models normalise internally, if at all) and ``split.y`` int64 ``(N,)``. These are the tensors
+training uses (:func:`cifs_edu.training.data.load_tensors`); there is no second loading path.
 
 =============  ==================  ==========  ===============================================
 name           source              image       training augmentation (train split only)
@@ -17,8 +18,10 @@ name           source              image       training augmentation (train spli
                ``P/test``
 =============  ==================  ==========  ===============================================
 
-All images are held in memory as ``uint8`` tensors and augmented as tensors, which is
-fast on a CPU (CIFAR-10's training set is 50,000 x 3 x 32 x 32 bytes = 150 MB).
+All images are held in memory as ``uint8`` tensors (CIFAR-10's training set is 50,000 x 3 x
+32 x 32 bytes = 150 MB). The training augmentation of the table is applied per batch by the
+trainer (:func:`cifs_edu.training.data.augment_batch`); :func:`default_augmentation` says which
+data sets get it.
 
 Where the real data sets live: ``root`` if given, else the ``CIFS_DATA`` environment
 variable, else ``~/.cache/cifs_edu/data`` (``$XDG_CACHE_HOME/cifs_edu/data`` when that is
@@ -36,7 +39,6 @@ drawn with a fixed seed, so every run of a comparison sees the same test images.
 from __future__ import annotations
 
 import os
-import random
 import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError
 from .names import DATASETS
@@ -56,9 +57,8 @@ __all__ = [
     "DATA_ENV",
     "DataNotFoundError",
     "DataSplits",
-    "ImageTensorDataset",
+    "Split",
     "load_data",
-    "make_loader",
     "as_tensors",
     "class_counts",
     "balanced_indices",
@@ -95,19 +95,14 @@ class DataNotFoundError(FileNotFoundError):
 # --------------------------------------------------------------------------- datasets
 
 
-class ImageTensorDataset(Dataset):
-    """Images held in memory as ``uint8`` ``(N, C, H, W)``; items are ``(float32 (C, H, W) in [0, 1], int)``.
+class Split:
+    """One split held in memory: ``images`` uint8 ``(N, C, H, W)``, ``targets`` int64 ``(N,)``.
 
-    Args:
-        images: ``uint8`` tensor ``(N, C, H, W)``.
-        targets: ``int64`` tensor ``(N,)`` of class indices.
-        classes: class names, ``classes[k]`` names label ``k``.
-        augment: apply a random crop (zero padding :data:`PAD`) and a horizontal flip to each
-            item. Randomness comes from torch's global generator, which
-            :func:`make_loader` seeds per worker, so epochs are reproducible given the seed.
+    ``x`` is the float32 view in ``[0, 1]`` that models take, ``y`` the labels; ``classes[k]``
+    names label ``k``. Never augmented (the trainer augments its batches).
     """
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], augment: bool = False):
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if targets.shape != (images.shape[0],):
@@ -115,41 +110,27 @@ class ImageTensorDataset(Dataset):
         self.images = images
         self.targets = targets.long()
         self.classes = list(classes)
-        self.augment = bool(augment)
+
+    @property
+    def x(self) -> torch.Tensor:
+        """Images as float32 ``(N, C, H, W)`` in ``[0, 1]`` (a new tensor)."""
+        return self.images.float().div_(255)
+
+    @property
+    def y(self) -> torch.Tensor:
+        """Labels, int64 ``(N,)``."""
+        return self.targets
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = self.images[i]
-        if self.augment:
-            img = random_crop_flip(img)
-        return img.float().div_(255), int(self.targets[i])
-
-    def subset(self, indices: torch.Tensor, augment: bool | None = None) -> "ImageTensorDataset":
-        """A new dataset holding the images at ``indices`` (copied)."""
-        aug = self.augment if augment is None else augment
-        return ImageTensorDataset(self.images[indices], self.targets[indices], self.classes, aug)
+    def subset(self, indices: torch.Tensor) -> "Split":
+        """A new split holding the images at ``indices`` (copied)."""
+        return Split(self.images[indices], self.targets[indices], self.classes)
 
     def __repr__(self) -> str:
         c, h, w = self.images.shape[1:]
-        return f"ImageTensorDataset({len(self)} images {c}x{h}x{w}, {len(self.classes)} classes, augment={self.augment})"
-
-
-def random_crop_flip(img: torch.Tensor, pad: int = PAD, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop of the original size from the image zero-padded by ``pad``, then a flip with p=0.5.
-
-    ``img``: ``(C, H, W)`` (any dtype); returns a new tensor of the same shape and dtype.
-    Equivalent to torchvision's ``RandomCrop(size, padding=pad)`` + ``RandomHorizontalFlip()``.
-    """
-    c, h, w = img.shape
-    padded = img.new_zeros((c, h + 2 * pad, w + 2 * pad))
-    padded[:, pad : pad + h, pad : pad + w] = img
-    top, left, flip = torch.randint(0, 2 * pad + 1, (3,), generator=generator).tolist()
-    out = padded[:, top : top + h, left : left + w]
-    if flip % 2:
-        out = out.flip(-1)
-    return out.contiguous()
+        return f"Split({len(self)} images {c}x{h}x{w}, {len(self.classes)} classes)"
 
 
 # --------------------------------------------------------------------------- splits
@@ -160,19 +141,19 @@ class DataSplits:
     """The three splits of one data set, and what a model needs to know about it.
 
     Attributes:
-        train: training data (augmented if the data set's recipe says so).
-        val: validation data carved from the training set (never augmented), or ``None``.
-        test: test data (never augmented).
+        train: training data (the trainer augments its batches if the data set's recipe says so).
+        val: validation data carved from the training set, or ``None``.
+        test: test data.
         classes: class names; ``classes[k]`` is label ``k``.
         name: the data set's name as passed to :func:`load_data`.
         in_channels, image_size: input shape ``(in_channels, image_size, image_size)``.
-        augmentation: a short description of the training augmentation.
+        augmentation: a short description of the training augmentation the trainer applies.
         root: the folder the data came from (``None`` for the synthetic set).
     """
 
-    train: ImageTensorDataset
-    val: ImageTensorDataset | None
-    test: ImageTensorDataset
+    train: Split
+    val: Split | None
+    test: Split
     classes: list[str]
     name: str
     in_channels: int
@@ -234,29 +215,21 @@ def balanced_indices(
     return torch.cat(chosen).sort().values if chosen else torch.empty(0, dtype=torch.long)
 
 
-def class_counts(dataset: Dataset) -> dict[str, int]:
-    """Images per class, ``{class name: count}`` in label order (names ``"0"``... if unknown)."""
-    if isinstance(dataset, ImageTensorDataset):
-        targets, classes = dataset.targets, dataset.classes
-    else:
-        targets = torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])
-        classes = getattr(dataset, "classes", None)
-    k = len(classes) if classes else int(targets.max()) + 1
-    counts = torch.bincount(targets.long(), minlength=k).tolist()
-    names = list(classes) if classes else [str(i) for i in range(k)]
-    return dict(zip(names, counts))
+def class_counts(split: Split) -> dict[str, int]:
+    """Images per class of a split, ``{class name: count}`` in label order."""
+    counts = torch.bincount(split.targets, minlength=len(split.classes)).tolist()
+    return dict(zip(split.classes, counts))
 
 
 def _split(
-    train_pool: ImageTensorDataset,
-    test_pool: ImageTensorDataset,
+    train_pool: Split,
+    test_pool: Split,
     n_train: int | None,
     n_val: int,
     n_test: int | None,
     seed: int,
-    augment: bool,
     name: str,
-) -> tuple[ImageTensorDataset, ImageTensorDataset | None, ImageTensorDataset]:
+) -> tuple[Split, Split | None, Split]:
     """Carve val from the full training pool, then subset train and test (all balanced)."""
     n_pool = len(train_pool)
     need = n_val + (n_train or 0)
@@ -275,15 +248,15 @@ def _split(
         keep = torch.ones(n_pool, dtype=torch.bool)
         keep[val_idx] = False
         rest = rest[keep]
-        val = train_pool.subset(val_idx, augment=False)
+        val = train_pool.subset(val_idx)
     if n_train is not None:
         rest = rest[balanced_indices(train_pool.targets[rest], n_train, g, k)]
-    train = train_pool.subset(rest, augment=augment)
+    train = train_pool.subset(rest)
     if n_test is not None:
         gt = torch.Generator().manual_seed(TEST_SUBSET_SEED)
-        test = test_pool.subset(balanced_indices(test_pool.targets, n_test, gt, k), augment=False)
+        test = test_pool.subset(balanced_indices(test_pool.targets, n_test, gt, k))
     else:
-        test = test_pool.subset(torch.arange(len(test_pool)), augment=False)
+        test = test_pool.subset(torch.arange(len(test_pool)))
     return train, val, test
 
 
@@ -315,7 +288,7 @@ def _not_found(name: str, root: Path, download: bool, cause: BaseException) -> D
     return DataNotFoundError(f"{title} ({name!r}) was not found in {root}: {how}.")
 
 
-def _torchvision(name: str, root: Path, download: bool) -> tuple[ImageTensorDataset, ImageTensorDataset]:
+def _torchvision(name: str, root: Path, download: bool) -> tuple[Split, Split]:
     """Load a torchvision data set (real downloader) and convert it to uint8 tensors once."""
     try:
         import torchvision.datasets as tvd
@@ -349,7 +322,7 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[ImageTensorData
         else:
             images = ds.data.unsqueeze(1).contiguous()
             targets, classes = ds.targets.clone(), list(ds.classes)
-        out.append(ImageTensorDataset(images, targets, classes))
+        out.append(Split(images, targets, classes))
     return out[0], out[1]
 
 
@@ -408,7 +381,7 @@ def _decode(path: Path) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
-def _folder(path: str, image_size: int | None) -> tuple[ImageTensorDataset, ImageTensorDataset, Path]:
+def _folder(path: str, image_size: int | None) -> tuple[Split, Split, Path]:
     base = Path(path).expanduser()
     missing = [s for s in ("train", "test") if not (base / s).is_dir()]
     if missing:
@@ -426,7 +399,7 @@ def _folder(path: str, image_size: int | None) -> tuple[ImageTensorDataset, Imag
             f"folder:{path}: train images are {tuple(tr[0].shape[1:])} but test images are "
             f"{tuple(te[0].shape[1:])}; pass image_size=<pixels>"
         )
-    return ImageTensorDataset(*tr), ImageTensorDataset(*te), base
+    return Split(*tr), Split(*te), base
 
 
 # --------------------------------------------------------------------------- entry points
@@ -481,7 +454,6 @@ def load_data(
     n_test: int | None = None,
     root: str | os.PathLike | None = None,
     seed: int = 0,
-    augment: bool = True,
     download: bool = True,
     image_size: int | None = None,
 ) -> DataSplits:
@@ -499,14 +471,12 @@ def load_data(
             (``synthetic``: 2,000).
         root: data folder for torchvision sets; default ``$CIFS_DATA`` or ``~/.cache/cifs_edu/data``.
         seed: picks the validation and training subsets (and the synthetic training images).
-        augment: use the data set's training augmentation (see the module table); ``False``
-            turns it off. Validation and test data are never augmented.
         download: let torchvision download a missing data set (needs internet once).
         image_size: ``folder:`` only: resize every image to ``image_size`` x ``image_size``
             (needed when the folder's images differ in size).
 
     Returns:
-        :class:`DataSplits` whose items are ``(float32 (C, H, W) in [0, 1], int)``.
+        :class:`DataSplits` of :class:`Split` s (``.x`` float32 ``(N, C, H, W)`` in [0, 1], ``.y`` int64).
 
     Raises:
         ConfigError: unknown data set, impossible sizes or seed (before any loading).
@@ -515,7 +485,7 @@ def load_data(
     kind = _check(dataset, n_train, n_val, n_test, seed)
     if image_size is not None and (kind != "folder" or not isinstance(image_size, int) or image_size <= 0):
         raise ConfigError(f"image_size must be a positive int and is only for 'folder:<path>' (got {image_size!r})")
-    do_aug = augment and _AUGMENT[kind]
+    do_aug = _AUGMENT[kind]
     where: str | None
     if kind == "synthetic":
         from . import synthetic
@@ -525,8 +495,8 @@ def load_data(
         check_memory(n_pool + n_te, 3 * 32 * 32 * 5, "synthetic images (n_train + n_val + n_test)")
         data = synthetic.make_synthetic(n_pool, n_te, seed=seed, test_seed=TEST_SUBSET_SEED)
         classes = list(synthetic.CLASSES)
-        train_pool = ImageTensorDataset(data.x_train, data.y_train, classes)
-        test_pool = ImageTensorDataset(data.x_test, data.y_test, classes)
+        train_pool = Split(data.x_train, data.y_train, classes)
+        test_pool = Split(data.x_test, data.y_test, classes)
         n_train_eff = None if n_train is None else n_train
         where = None
     elif kind == "folder":
@@ -536,7 +506,7 @@ def load_data(
         base = data_root(root)
         train_pool, test_pool = _torchvision(kind, base, download)
         n_train_eff, where = n_train, str(base)
-    train, val, test = _split(train_pool, test_pool, n_train_eff, n_val, n_test, seed, do_aug, dataset)
+    train, val, test = _split(train_pool, test_pool, n_train_eff, n_val, n_test, seed, dataset)
     c, h, w = train_pool.images.shape[1:]
     if h != w:
         raise ConfigError(f"{dataset}: images must be square, got {h}x{w}; pass image_size=<pixels>")
@@ -554,72 +524,21 @@ def load_data(
     )
 
 
-def _seed_worker(worker_id: int) -> None:
-    """Seed Python's and NumPy's generators in a DataLoader worker from torch's per-worker seed."""
-    s = torch.initial_seed() % 2**32
-    random.seed(s)
-    np.random.seed(s)
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    seed: int = 0,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-    drop_last: bool = False,
-) -> DataLoader:
-    """A DataLoader whose order and augmentation are reproducible from ``seed``.
-
-    The loader owns a ``torch.Generator`` seeded with ``seed`` (shuffling, and the base
-    seed of each worker); workers also seed Python's ``random`` and NumPy. With
-    ``num_workers=0`` the augmentation draws from torch's global generator, which
-    :func:`cifs_edu.setup` seeds.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ConfigError(f"batch_size must be a positive int (got {batch_size!r})")
-    if not isinstance(num_workers, int) or num_workers < 0:
-        raise ConfigError(f"num_workers must be an int >= 0 (got {num_workers!r})")
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=g,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        drop_last=drop_last,
-        worker_init_fn=_seed_worker if num_workers > 0 else None,
-        persistent_workers=num_workers > 0,
-    )
-
-
-def as_tensors(dataset: Dataset, n: int | None = None, *, balanced: bool = False, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack a (small) dataset into ``(X float32 (N, C, H, W) in [0, 1], Y int64 (N,))``, never augmented.
+def as_tensors(split: Split, n: int | None = None, *, balanced: bool = False, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x float32 (N, C, H, W) in [0, 1], y int64 (N,))`` of a split, or of ``n`` of its images.
 
     Args:
-        n: how many; ``None`` = all. The first ``n`` items, or with ``balanced=True`` a
-            class-balanced choice of ``n`` (seeded by ``seed``, returned in dataset order).
+        n: how many; ``None`` = all. The first ``n`` images, or with ``balanced=True`` a
+            class-balanced choice of ``n`` (seeded by ``seed``, returned in split order).
     """
-    total = len(dataset)
+    if not isinstance(split, Split):
+        raise ConfigError(f"as_tensors takes a split of load_data (e.g. data.test), got {type(split).__name__}")
+    total = len(split)
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise ConfigError(f"n must be a positive int or None (got {n!r})")
     if n is not None and n > total:
-        raise ConfigError(f"asked for {n} images but the dataset has {total}")
-    if isinstance(dataset, ImageTensorDataset):
-        images, targets = dataset.images, dataset.targets
-    else:
-        items = [dataset[i] for i in range(total)]
-        images = torch.stack([torch.as_tensor(x) for x, _ in items])
-        targets = torch.as_tensor([int(y) for _, y in items])
+        raise ConfigError(f"asked for {n} images but the split has {total}")
     if n is None:
-        idx = torch.arange(total)
-    elif balanced:
-        idx = balanced_indices(targets, n, torch.Generator().manual_seed(seed))
-    else:
-        idx = torch.arange(n)
-    x = images[idx]
-    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-    return x, targets[idx].long().clone()
+        return split.x, split.y.clone()
+    idx = balanced_indices(split.targets, n, torch.Generator().manual_seed(seed)) if balanced else torch.arange(n)
+    return split.images[idx].float().div_(255), split.targets[idx].clone()

@@ -301,7 +301,7 @@ def _train_passes(cfg: TrainConfig) -> float:
 
 
 def _attack_passes(name: str) -> float:
-    from .training.specs import parse_attack
+    from .evaluate import parse_attack
 
     spec = parse_attack(name)
     if spec.kind == "natural":
@@ -363,7 +363,7 @@ class ReproduceResult:
 
 def _topk(model, config, data, progress):
     from .attacks import topk_accuracy
-    from .training.evaluate import build_attack
+    from .evaluate import build_attack
 
     n = config.eval_n or data.x_test.shape[0]
     x, y = data.x_test[:n], data.y_test[:n]

@@ -33,7 +33,7 @@ one fixed seeded order, so smaller sets are prefixes of larger ones):
                per-column worst and our per-image worst; which output survives each attack
                point (Table 5). Vanilla: the same images under plain FGSM / PGD-20
 ``full_grad``  CIFS: PGD-20 with gradients through the masks (``mask_grad="full"``)
-``report``     :func:`cifs_edu.evaluation.robustness_report` (the checklist; laptop preset
+``report``     :func:`cifs_edu.report.robustness_report` (the checklist; laptop preset
                without its AutoAttack check, which runs on more images below)
 ``autoattack`` standard AutoAttack (torchattacks: APGD-CE, APGD-T, FAB-T, Square)
 =============  =============================================================================
@@ -225,7 +225,7 @@ def _stage_full_grad(model, cifs: bool, X, Y, eps, bs, progress, betas: Sequence
 
 
 def _stage_report(model, X, Y, surrogate, name, progress, tiny: bool) -> dict[str, Any]:
-    from .evaluation import CHECKS, ReportConfig, robustness_report
+    from .report import CHECKS, ReportConfig, robustness_report
 
     checks = tuple(c for c in CHECKS if c != "autoattack")
     cfg = ReportConfig.from_profile("smoke" if tiny else "laptop", n=None, checks=checks)
@@ -612,8 +612,8 @@ def selectivity(record: Mapping[str, Any]) -> "Any":
 
 
 def report(record: Mapping[str, Any], model: str):
-    """The stored robustness report of ``model`` as a :class:`cifs_edu.evaluation.RobustnessReport`."""
-    from .evaluation import RobustnessReport
+    """The stored robustness report of ``model`` as a :class:`cifs_edu.report.RobustnessReport`."""
+    from .report import RobustnessReport
 
     d = {k: v for k, v in record["models"][model]["eval"]["report"].items()
          if k not in ("summary", "worst_case_accuracy", "flag_codes")}

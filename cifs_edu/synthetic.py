@@ -39,140 +39,10 @@ standard model is broken through its own, fragile shape features. See the calibr
 How the ``smoke`` profile trains on it: no augmentation (``augment="auto"`` resolves to
 none: position, size and colour are already random) and the models normalise their inputs
 with the data set's statistics (``normalize="synthetic"``: ``(x - 0.5) / 0.125`` per
-channel, inside the model, so attacks still work in [0, 1]); see the fourth round below.
+channel, inside the model, so attacks still work in [0, 1]); see the calibration's fourth round.
 
-Calibration. Rounds 1-3 used the earlier defaults (``spread=0.25``, ``contrast=(0.5, 0.8)``,
-``edge=1.5``), random crop + flip and no input normalisation; round 4 chose today's defaults.
-
-Round 1 -- measured on 2 CPU cores (this project's machine; width-8 CIFAR ResNet-18,
-kuangliu layout, batch 128, SGD lr 0.1 (x0.1 for the last 20% of steps), momentum 0.9,
-weight decay 2e-4; 2,000 training images of ``load_data("synthetic", n_train=2000,
-n_val=200, n_test=500)`` with crop+flip; evaluation on its 500 test images; PGD-10 / PGD-20
-with eps 8/255, step 2/255, no random start, cross-entropy):
-
-====================================  ======================  ========================
-run (seed)                            standard, 64 steps      PGD-2 AT, 64 steps
-                                      clean / PGD-10          clean / PGD-10 / PGD-20
-====================================  ======================  ========================
-seed 0                                98.6% / 27.6%           99.8% / 58.4% / 57.8%
-seed 1                                99.0% / 19.8%           99.6% / 57.2% / 55.8%
-seed 2                                99.4% / 12.8%           98.4% / 53.8% / 53.0%
-mean (min-max)                        99.0% / 20.1% (13-28)   99.3% / 56.5% / 55.5%
-====================================  ======================  ========================
-
-(PGD-2 adversarial training: random start, step eps/2, attack made in eval mode, update in
-train mode.) Building the 2,000 + 200 + 500 images took 0.5-2.0 s. Wall times on a quiet
-machine are about 0.23 s per training step and 0.24 s per input-gradient step (64 standard
-steps ~ 15 s; 64 PGD-2 steps ~ 45 s); the machine was shared while these numbers were
-taken, so the measured walls (100-320 s and 240-480 s) are not the cost of the recipe.
-Shorter sweeps with the same data (batch-level augmentation, 1 seed each) gave: PGD-2 AT
-with 56 steps 91-96% clean / 39-40% PGD-10; PGD-3 AT with 42 steps only 51-52% / 20-28%
-(adversarial training is still in its steep phase there: give it >= 56 steps).
-
-What the numbers say, honestly:
-
-* Adversarial training works here: clean accuracy stays high and PGD-20 is within about
-  1 point of PGD-10 (no sign of gradient masking). After AT, the penultimate channels that
-  are *negatively* relevant to the true class (negative weight in the last linear layer)
-  are more active on PGD-20 inputs than on natural ones (mean 0.48 / 0.43 / 0.47 vs
-  0.35 / 0.33 / 0.38 for seeds 0 / 1 / 2; higher for 97% / 73% / 72% of the images),
-  while positively relevant ones are less active (1.72 / 1.62 / 1.65 vs 2.04 / 1.90 /
-  1.97) -- the observation that motivates CIFS.
-* A standard model is broken far more (PGD-10 accuracy 13-28% after ~99% clean), but
-  not to ~0%. It does **not** use the texture in this short budget:
-  on test images whose texture is swapped to class y+1 (``make_split(texture="shifted")``)
-  it still follows the shape (it predicts y+1 for < 1% of them). With 64 SGD steps at
-  lr 0.1 a 4/255 (even 8/255) texture alone is not learned at all, whereas the shape is;
-  the standard model's fragility comes from its own shape features. Settings that made
-  the standard model more fragile (lower contrast, clutter, background fields, smaller
-  shapes) slowed adversarial training even more.
-
-Second calibration round (2026-11-27; 45 runs of ``scripts/synthetic_calibration.py`` on the
-``smoke`` recipe -- width 8, 4 epochs, PGD-3 AT -- raw results in
-``benchmarks/results/synthetic_calibration_2026-11-27.jsonl``; PGD-20 accuracy on the 500 test
-images, one seed unless noted). Goal: a standard model near 0% while PGD-AT stays far above.
-
-==============================================  ===============  ===============
-generator / recipe change                       standard PGD-20  PGD-AT PGD-20
-==============================================  ===============  ===============
-none (the data set as shipped)                  28.8             60.2
-texture tile 1, 2 or 8 (default 4)              18.6 - 40.0
-texture as 2x2 stripes in one colour channel    24.2             45.6
-texture only (contrast 0), tile or stripes      5.4 / 5.8 (chance: not learned at all)
-shape shows a wrong class in 30% / 60% of       24.2 / 5.0       - / 10.4
-training images (texture always right)          (60%: chance)    (chance)
-shape hidden in 30% / 50% of training images    11.8 / 21.2      - / 23.2
-contrast (0.35, 0.6) / (0.25, 0.45)             12.8 / 13.2      33.8 / 22.2
-contrast (0.2, 0.35) / (0.15, 0.3)              4.4 / 2.2        6.6 / 4.8
-12 epochs instead of 4 (lr x0.1 after 3)        33.0
-no augmentation (seeds 0, 1, 2)                 16.2, 21.8, 34.6 66.6, 74.0, -
-no augmentation, CIFS-AT                                         71.4
-soft shape edges (``edge`` 0.4), augmented      9.2
-no augmentation, ``edge`` 1.0 (seeds 0, 1)      25.4, 22.6       55.2, 59.8
-no augmentation, ``edge`` 0.8 / 0.6 / 0.4       17.6 / 9.2 / 1.0 54.2 / 40.8 / 19.0
-grey background (``spread`` 0 / 0.02) and the    70.0 / 54.0      94.4 / 89.6
-texture as a class colour offset (``tile`` 1)
-no augmentation, contrast (0.6, 0.9), ``edge``   8.4 / 11.4       37.6 / 48.4
-0.5 / 0.6
-no augmentation, contrast (0.7, 1.0), edge 0.4  6.0              28.8
-contrast (0.6, 0.9), edge 0.5, augmented        7.6              15.4
-==============================================  ===============  ===============
-
-What this round says: within 64 SGD steps the 4/255 texture is not learned, alone or beside the
-shape, in any form tried (tile sizes, stripes, a colour offset on a flat grey background, label noise
-on the shape, hidden shapes); every
-change that brings the standard model near 0% (low contrast, soft edges) weakens the shape for
-adversarial training by about as much, and the seed-to-seed spread of the standard model
-(16-35% with no augmentation) is as large as the effects. The shipped data set is therefore
-unchanged: standard training is broken far more than adversarial training (28.8% vs 60.2%
-PGD-20), but not to ~0%. Turning augmentation off widens the gap on average (AT 67-74%) without
-fixing the standard model; it was not adopted because its effect on the standard model is
-within the seed spread.
-
-Third round (2026-11-27, on the ``smoke`` recipe with its training attack now made on a
-BatchNorm-folded copy of the model; PGD-20 accuracy on the 500 test images, seeds 0-3):
-
-=======================================  ==============================  ==========================
-recipe                                   PGD-20 (seeds 0 / 1 / 2 / 3)    clean
-=======================================  ==============================  ==========================
-standard training                        28.8 / 23.8 / 30.4 / 40.2       99.4 / 98.6 / 84.4 / 99.6
-PGD-3 AT (the ``smoke`` profile)         60.8 / 42.4 / 54.8 / 61.4       88.8 / 89.6 / 95.8 / 100.0
-PGD-2 AT (step eps/2; 25% cheaper)       48.4 / 52.0 / 32.6 / 53.8       97.8 / 98.4 / 67.2 / 99.4
-=======================================  ==============================  ==========================
-
-Per seed, PGD-3 AT beats standard training by 18.6-32.0 points; PGD-2 AT by 2.2-28.2 (seed 2
-under-fits), so the cheaper PGD-2 recipe was tried and not adopted.
-
-Fourth round (2026-11-27; today's defaults). Two findings changed the picture. First, in eval
-mode a model could not use small signals at all: trained on the texture alone on a flat grey
-background (no shape), a width-8 ResNet-18 was right on 90% of the test images with BatchNorm in
-training mode but on 10-20% in eval mode -- its first layer sees the large constant 0.5 of the
-grey image, and BatchNorm's running means lag behind weights that move at lr 0.1, an error far
-larger than the texture's response. Normalising the inputs inside the model (``(x - 0.5) /
-0.125``, the data set's own statistics) removed the constant and the texture alone was then
-learned (98% in 64 steps). Second, normalisation also let adversarial training learn shapes of
-*low* contrast, which made a fragile standard model possible: with ``spread=0``,
-``contrast=(0.2, 0.4)``, ``edge=0.6``, no augmentation and normalised inputs (the ``smoke``
-recipe: width 8, 4 epochs, PGD-3 AT; PGD-20 on the 500 test images; raw results in
-``benchmarks/results/synthetic_calibration_round4_2026-11-27.jsonl``):
-
-==========================  =============================  ==============================
-seed                        standard: clean / FGSM / PGD   PGD-AT / CIFS-AT: clean / PGD-20
-==========================  =============================  ==============================
-0 (the shipped models)      100.0 / 4.8 / **0.4**          88.6 / 68.6  --  96.2 / 61.6
-1                           100.0 / 15.4 / **0.2**         100.0 / 46.6  --  92.2 / 55.8
-2                           100.0 / 5.2 / **0.2**          99.6 / 51.8  --  98.6 / 59.8
-3                           100.0 / 19.6 / **4.4**         96.6 / 61.2  --  93.6 / 70.4
-==========================  =============================  ==============================
-
-and, seed 0, one change at a time: without normalisation standard 8.6% / PGD-AT 24.0% (clean
-97.4%); with random crop + flip standard 0.8% / PGD-AT 40.6% (clean 88.2%); the earlier data
-(``spread=0.25``, ``contrast=(0.5, 0.8)``, ``edge=1.5``) with normalisation and no augmentation
-standard 23.4% / PGD-AT 80.0%. No model follows the texture when the shape is present (on
-texture-shifted images < 0.1% predict ``y + 1``): the standard model's 0-4% comes from its fragile
-shape features, as in the earlier rounds -- only now they are fragile enough. The texture stays in
-the data as the non-robust feature the book talks about; it is simply not what these short
-trainings pick up.
+Calibration: four rounds of measurements chose these defaults; their log is
+``benchmarks/results/synthetic_calibration.md`` (the runs: ``scripts/synthetic_calibration.py``).
 """
 from __future__ import annotations
 
@@ -195,7 +65,6 @@ __all__ = [
     "make_split",
     "render",
     "texture_patterns",
-    "CALIBRATION",
 ]
 
 CLASSES: tuple[str, ...] = (
@@ -217,13 +86,6 @@ DEFAULT_N_TEST = 2_000
 _STREAMS = {"train": 0, "test": 1}
 
 #: What the fourth calibration round measured (fractions; see the module docstring).
-CALIBRATION: dict = {
-    "recipe": "smoke profile (ResNet-18 width 8, 2000 train images, 4 epochs, normalised inputs, no augmentation)",
-    "standard": {"clean": (1.0, 1.0, 1.0, 1.0), "pgd20": (0.004, 0.002, 0.002, 0.044)},
-    "pgd_at": {"clean": (0.886, 1.0, 0.996, 0.966), "pgd20": (0.686, 0.466, 0.518, 0.612)},
-    "cifs_at": {"clean": (0.962, 0.922, 0.986, 0.936), "pgd20": (0.616, 0.558, 0.598, 0.704)},
-    "seeds": (0, 1, 2, 3),
-}
 
 
 @dataclass(frozen=True)

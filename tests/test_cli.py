@@ -132,3 +132,24 @@ def test_command_options_lists_train_flags_and_rejects_unknown_commands():
     assert all(isinstance(h, str) for _, h in command_options("train"))
     with pytest.raises(ValueError, match="unknown command 'fly'"):
         command_options("fly")
+
+
+def test_train_options_are_generated_from_the_config_fields():
+    """One configuration spine: every TrainConfig field (but profile, model_options) is a train flag
+    with its FIELD_HELP line, and a flag sets exactly that field."""
+    import dataclasses
+
+    from cifs_edu.cli import command_options
+    from cifs_edu.training import TrainConfig
+    from cifs_edu.training.config import FIELD_HELP
+
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert set(FIELD_HELP) == set(names)
+    helps = dict(command_options("train"))
+    for name in names:
+        if name not in ("profile", "model_options"):
+            assert helps["--" + name.replace("_", "-")] == FIELD_HELP[name]
+    args = build_parser().parse_args(["train", "--milestones", "3,4", "--eval-attacks", "natural,pgd20", "--lr", "0.05",
+                                      "--eval-n", "null", "--cuda-graphs", "--random-start", "false", "--beta", "inf"])
+    assert (args.milestones, args.eval_attacks, args.lr, args.eval_n) == ([3, 4], ["natural", "pgd20"], 0.05, None)
+    assert (args.cuda_graphs, args.random_start, args.beta, args.epochs) == (True, False, "inf", None)

@@ -89,13 +89,6 @@ def test_sizes_larger_than_the_data_raise(tmp_path):
         D.balanced_indices(torch.tensor([0, 1, 1]), 4, torch.Generator().manual_seed(0))
 
 
-def test_make_loader_rejects_bad_batch_size():
-    ds = D.load_data("synthetic", n_train=20, n_test=10).train
-    for bad in (0, -1, 2.0):
-        with pytest.raises(ConfigError):
-            D.make_loader(ds, bad, shuffle=True)
-
-
 # ----------------------------------------------------------------------------- missing data
 
 
@@ -189,8 +182,8 @@ def test_torchvision_sets_become_uint8_tensors(tmp_path, monkeypatch, name, cls,
         assert [c["split"] for c in fake.calls] == ["train", "test"]
     assert (d.in_channels, d.image_size, d.image_size) == shape
     assert (len(d.train), len(d.val), len(d.test)) == (10, 10, 10)
-    assert d.train.augment is aug and not d.val.augment and not d.test.augment
-    x, y = d.test[3]
+    assert d.augmentation.startswith("random crop") is aug
+    x, y = d.test.x[3], d.test.y[3]
     assert x.dtype == torch.float32 and tuple(x.shape) == shape and 0 <= x.min() and x.max() <= 1
     # the first test image, converted back, equals the array torchvision served
     raw = fake(str(tmp_path), train=False, split="test").data
@@ -262,7 +255,7 @@ def test_folder_with_mixed_sizes_needs_image_size(tmp_path):
     with pytest.raises(ConfigError, match="image_size"):
         D.load_data(f"folder:{base}")
     d = D.load_data(f"folder:{base}", image_size=6)
-    assert d.image_size == 6 and tuple(d.test[0][0].shape) == (3, 6, 6)
+    assert d.image_size == 6 and tuple(d.test.x[0].shape) == (3, 6, 6)
 
 
 @pytest.mark.shared
@@ -284,78 +277,36 @@ def test_shared_cifar10_sample_folder():
 # ----------------------------------------------------------------------------- tensors, loaders, augmentation
 
 
-def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
-    img = torch.arange(2 * 5 * 5, dtype=torch.float32).view(2, 5, 5) + 1
-    padded = torch.nn.functional.pad(img, (2, 2, 2, 2))
-    g = torch.Generator().manual_seed(0)
-    seen_flip = seen_plain = False
-    for _ in range(40):
-        out = D.random_crop_flip(img, pad=2, generator=g)
-        assert out.shape == img.shape
-        windows = [padded[:, t : t + 5, l : l + 5] for t in range(5) for l in range(5)]
-        plain = any(torch.equal(out, w) for w in windows)
-        flipped = any(torch.equal(out, w.flip(-1)) for w in windows)
-        assert plain or flipped
-        seen_plain |= plain and not flipped
-        seen_flip |= flipped and not plain
-    assert seen_plain and seen_flip
+def test_splits_are_the_tensors_training_uses(tmp_path):
+    """One path from files to tensors: a split's x/y are load_tensors' tensors, never augmented."""
+    from cifs_edu.training import TrainConfig
+    from cifs_edu.training.data import load_tensors
 
-
-def test_augmentation_only_on_train_and_can_be_turned_off(tmp_path):
     base = _write_folder(tmp_path / "f")
     d = D.load_data(f"folder:{base}", n_val=3)
-    assert d.train.augment and not d.val.augment and not d.test.augment
-    torch.manual_seed(0)
-    i = int(d.train.images.flatten(1).sum(1).argmax())  # not the all-black image: its crops are all equal
-    xs = torch.stack([d.train[i][0] for _ in range(8)])
-    assert not all(torch.equal(xs[0], x) for x in xs)  # random crops differ
-    assert torch.equal(d.test[0][0], d.test[0][0])
-    plain = D.load_data(f"folder:{base}", n_val=3, augment=False)
-    assert not plain.train.augment and torch.equal(plain.train[0][0], plain.train.images[0].float() / 255)
-    assert D._AUGMENT["svhn"] is False
-    # the synthetic data is never augmented (random position, size and colour already)
-    assert not D.load_data("synthetic", n_train=20, n_test=10).train.augment
-
-
-def test_make_loader_order_is_reproducible():
-    ds = D.load_data("synthetic", n_train=100, n_test=10, augment=False).train
-
-    def labels(seed):
-        return torch.cat([y for _, y in D.make_loader(ds, 16, shuffle=True, seed=seed)]).tolist()
-
-    assert labels(0) == labels(0)
-    assert labels(0) != labels(1)
-    batches = list(D.make_loader(ds, 32, shuffle=False, drop_last=True))
-    assert len(batches) == 3 and batches[0][0].shape == (32, 3, 32, 32) and batches[0][0].dtype == torch.float32
-
-
-def test_make_loader_with_workers_is_reproducible():
-    ds = D.load_data("synthetic", n_train=40, n_test=10).train
-    ds = ds.subset(torch.arange(len(ds)), augment=True)  # random crops and flips in the workers
-
-    def first_epoch(seed):
-        loader = D.make_loader(ds, 8, shuffle=True, seed=seed, num_workers=2)
-        return torch.cat([x for x, _ in loader])
-
-    assert torch.equal(first_epoch(4), first_epoch(4))
+    assert torch.equal(d.train.x, d.train.images.float() / 255) and d.train.y.dtype == torch.int64
+    assert torch.equal(d.train.x, d.train.x)  # no random crops: augmentation is the trainer's
+    assert D._AUGMENT["svhn"] is False and d.augmentation.startswith("random crop")
+    assert D.load_data("synthetic", n_train=20, n_test=10).augmentation == "none"
+    cfg = TrainConfig.from_profile("smoke", dataset=f"folder:{base}", n_train=None, n_val=3, n_test=None, seed=0)
+    t = load_tensors(cfg)
+    assert torch.equal(t.x_train, d.train.x) and torch.equal(t.y_val, d.val.y) and torch.equal(t.x_test, d.test.x)
+    with pytest.raises(ConfigError, match="split"):
+        D.as_tensors((d.test.x, d.test.y))
 
 
 def test_as_tensors_first_and_balanced():
     d = D.load_data("synthetic", n_train=100, n_test=50)
     x, y = D.as_tensors(d.train)
     assert x.shape == (100, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert torch.equal(x, d.train.images.float() / 255)  # never augmented
+    assert torch.equal(x, d.train.images.float() / 255)
     x5, y5 = D.as_tensors(d.test, 5)
     assert torch.equal(y5, d.test.targets[:5])
     xb, yb = D.as_tensors(d.test, 20, balanced=True)
     assert torch.bincount(yb, minlength=10).tolist() == [2] * 10
     with pytest.raises(ConfigError):
         D.as_tensors(d.test, 51)
-    # a generic torch Dataset works too
-    tds = torch.utils.data.TensorDataset(torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 0, 1, 2, 2]))
-    gx, gy = D.as_tensors(tds, 4)
-    assert gx.shape == (4, 1, 4, 4) and gy.tolist() == [0, 1, 0, 1]
-    assert D.class_counts(tds) == {"0": 2, "1": 2, "2": 2}
+    assert D.class_counts(d.test) == dict.fromkeys(d.classes, 5)
 
 
 def test_describe_says_what_the_data_is():
@@ -379,7 +330,7 @@ def test_synthetic_shapes_balance_and_range():
     x = data.x_train.float() / 255
     assert 0 <= x.min() and x.max() <= 1 and x.std() > 0.1  # in [0, 1], not blank
     d = D.load_data("synthetic", n_train=40, n_test=20)
-    x0, y0 = d.train[0]
+    x0, y0 = d.train.x[0], d.train.y[0]
     assert x0.dtype == torch.float32 and x0.shape == (3, 32, 32) and 0 <= x0.min() and x0.max() <= 1
     assert d.classes == list(S.CLASSES)
 

@@ -1,4 +1,4 @@
-"""Tests of the robustness report (cifs_edu.evaluation) and its attacks (APGD, Square, frozen masks).
+"""Tests of the robustness report (cifs_edu.report) and its attacks (APGD, Square, frozen masks).
 
 A toy CNN is adversarially trained in the test (a few seconds): the plain network must raise
 none of the gradient-masking flags, and the same network behind a non-differentiable
@@ -17,7 +17,7 @@ from cifs_edu.attacks import PGD, robust_accuracy
 from cifs_edu.attacks.apgd import APGD, apgd_checkpoints, dlr_loss
 from cifs_edu.attacks.external import Square, TorchattacksAPGD
 from cifs_edu.attacks.frozen import FrozenMask, clean_selections, frozen_masks
-from cifs_edu.evaluation import CHECKS, FLAG_KINDS, ReportConfig, RobustnessReport, robustness_report
+from cifs_edu.report import CHECKS, FLAG_KINDS, ReportConfig, RobustnessReport, robustness_report
 from cifs_edu.losses import adaptive_loss
 from cifs_edu.models import build_model, mask_grad
 from cifs_edu.profiles import ConfigError
@@ -393,7 +393,7 @@ def test_a_drop_flags_only_when_significant_on_the_disagreeing_examples():
     """2 lucky examples of 64 (3.1 points, above tol) are noise; 8 against 0 are not."""
     import torch
 
-    from cifs_edu.evaluation import AttackRecord, ReportConfig, _flag_drop, sign_test_p
+    from cifs_edu.report import AttackRecord, ReportConfig, _flag_drop, sign_test_p
 
     assert sign_test_p(2, 0) == 0.25 and sign_test_p(0, 0) == 1.0 and sign_test_p(5, 0) == 1 / 32
     assert abs(sign_test_p(6, 2) - 37 / 256) < 1e-12

@@ -86,7 +86,7 @@ def test_prepare_reraises_a_workers_data_error(cifs_home, tmp_path):
 def test_the_session_seed_reaches_every_config_built_from_a_profile(monkeypatch):
     """CIFS_SEED / setup(seed=...) retrains the whole book: recipes, ablations, table rows and reports."""
     import cifs_edu
-    from cifs_edu.evaluation import ReportConfig
+    from cifs_edu.report import ReportConfig
 
     base = zoo.config("cifs_at", "smoke")
     assert base.seed == 0

@@ -16,7 +16,7 @@ from .autoattack import AUTOATTACK_COMPONENTS, AutoAttack, balanced_indices, bal
 from .base import Attack, eval_mode, format_eps
 from .criteria import CWMargin, cross_entropy, cw_margin_loss
 from .cw import CW
-from .evaluate import EvalResult, per_class_accuracy, robust_accuracy, topk_accuracy, true_class_rank
+from .accuracy import EvalResult, per_class_accuracy, robust_accuracy, topk_accuracy, true_class_rank
 from .fgsm import FGSM
 from .pgd import PGD
 from .sweep import SweepResult, beta_label, sweep

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..losses import BETA_SWEEP, Beta, loss_weights, parse_beta
 from ..errors import ConfigError
 from .base import Attack, eval_mode, model_device
-from .evaluate import Data, EvalResult, iterate_batches, robust_accuracy
+from .accuracy import Data, EvalResult, iterate_batches, robust_accuracy
 
 __all__ = ["sweep", "SweepResult", "beta_label", "BETA_SWEEP"]
 

@@ -37,9 +37,9 @@ from ..losses import parse_beta
 from ..errors import ConfigError
 from ..names import ARCHS as _ARCHS, DATASETS as _DATASETS, DEFENSES as _DEFENSES, METHODS
 from ..profiles import Profile, get_profile
-from .specs import parse_attack
+from ..evaluate import parse_attack
 
-__all__ = ["TrainConfig", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "RUNTIME_FIELDS", "AMP_MODES", "AUGMENTS"]
+__all__ = ["TrainConfig", "FIELD_HELP", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "RUNTIME_FIELDS", "AMP_MODES", "AUGMENTS"]
 
 #: Bump when a change of the trainer makes old runs incomparable (part of every key).
 #: 2: new synthetic data defaults and ``augment="auto"`` = none on the synthetic data.
@@ -122,6 +122,54 @@ def _channel_scaled(values: Mapping[str, Any]) -> Any:
     return {**opts, "scale": _last_cifs_channels(arch, width)}
 
 
+#: One line per :class:`TrainConfig` field: the ``--field-name`` help of ``python -m cifs_edu train``
+#: (generated from the fields, so the CLI and the Python API share one spine). Details: the class docstring.
+FIELD_HELP: dict[str, str] = {
+    "profile": "profile the values came from (a label; part of the run folder's name)",
+    "dataset": "synthetic, cifar10, svhn, fmnist or folder:PATH",
+    "n_train": "training images (null = all)",
+    "n_val": "validation images held out of the training data (pick the best epoch)",
+    "n_test": "test images (null = all)",
+    "augment": "auto (crop+flip for CIFAR-10 and folders, none otherwise), crop_flip, crop or none",
+    "arch": "backbone: resnet18 (the paper's), resnet10 (Fashion-MNIST) or wrn28_10",
+    "defense": "none (vanilla), cifs (this paper) or cas (Bai et al.)",
+    "width": "ResNet base width (64 = the paper's) or WRN widen factor",
+    "model_options": "further build_model keywords (CLI: --option KEY=VALUE)",
+    "method": "standard, pgd_at (Madry), trades or fat",
+    "beta": "beta of the adaptive loss, Eq. 3 (the paper: 2); ignored by vanilla models",
+    "loss_scale": "paper (Eq. 3) or authors (their script's 3/(1+beta) factor)",
+    "trades_beta": "TRADES' weight of the KL term (6)",
+    "fat_tau": "FAT's tau: an int >= 0 or dynamic (FAT's schedule 0, 1, 2)",
+    "fat_omega": "std of the Gaussian noise FAT's code adds per step (0 = the FAT paper)",
+    "epochs": "number of epochs",
+    "batch_size": "SGD batch size (the paper: 128)",
+    "lr": "initial learning rate (the paper: 0.1)",
+    "milestones": "epochs after which lr is multiplied by lr_gamma, e.g. 100,105",
+    "lr_gamma": "learning-rate factor at each milestone (0.1)",
+    "momentum": "SGD momentum (0.9)",
+    "weight_decay": "SGD weight decay (the paper: 2e-4 for ResNet-18)",
+    "warm_start_epochs": "the first N epochs train the same model naturally (the authors' warm start)",
+    "eps": "l_inf budget of training and evaluation attacks, inputs in [0, 1] (8/255)",
+    "train_steps": "PGD steps of the training attack (the paper: 10)",
+    "train_step_size": "step size of the training attack (the paper: 2/255)",
+    "random_start": "uniform random start of the training attack",
+    "eval_every": "validate every N epochs (and after the last)",
+    "val_steps": "PGD steps of the per-epoch validation",
+    "val_step_size": "step of the validation PGD (null = eps/4)",
+    "eval_attacks": "final test attacks, e.g. natural,fgsm,pgd20,cw,autoattack",
+    "eval_sweep": "CIFS/CAS: report the worst case over the attacker's betas (Table B.3)",
+    "eval_n": "test images of the final evaluation (null = all)",
+    "eval_best": "also evaluate best.pt",
+    "eval_batch_size": "batch size of the evaluation attacks",
+    "aa_n": "test images for AutoAttack",
+    "seed": "random seed (default: $CIFS_SEED or 0)",
+    "amp": "mixed precision on CUDA: auto, off, bf16 or fp16",
+    "channels_last": "memory format: auto (= on), on or off",
+    "compile": "torch.compile the training forward (CUDA)",
+    "fast_attack": "training attack on a BN-folded frozen copy (same examples up to rounding): auto, on, off",
+    "cuda_graphs": "pgd_at on one GPU: replay the training attack from a CUDA graph (same examples)",
+}
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run (see the module docstring). All fields are plain JSON types.
@@ -162,7 +210,7 @@ class TrainConfig:
         eval_every: validate every N epochs (and always after the last);
         val_steps, val_step_size: PGD on the validation split (default step eps/4).
     Final evaluation on the test set (``results.json``):
-        eval_attacks: attack names (:func:`~cifs_edu.training.specs.parse_attack`);
+        eval_attacks: attack names (:func:`~cifs_edu.evaluate.parse_attack`);
         eval_sweep: for CIFS/CAS, report the worst case over the attacker's betas
             (Table B.3) instead of beta_atk = beta; eval_n: test images (None = all);
         eval_best: also evaluate ``best.pt``; eval_batch_size; aa_n: AutoAttack images.

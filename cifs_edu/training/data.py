@@ -52,18 +52,9 @@ class TensorSplits:
         )
 
 
-def _stack(dataset) -> tuple[Tensor, Tensor]:
-    from ..datasets import as_tensors
-
-    x, y = as_tensors(dataset, None)
-    x = x.float()
-    if x.numel() and x.max() > 1.0 + 1e-6:  # uint8-valued images
-        x = x / 255.0
-    return x.contiguous(), y.long().contiguous()
-
-
 def load_tensors(config) -> TensorSplits:
-    """Load the config's splits through :func:`cifs_edu.datasets.load_data`, un-augmented.
+    """The config's splits from :func:`cifs_edu.datasets.load_data`, as float32 tensors in [0, 1]
+    (the trainer augments its batches itself, see :func:`augment_batch`).
 
     Raises:
         cifs_edu.datasets.DataNotFoundError: when the data is not on disk (and cannot be
@@ -74,14 +65,14 @@ def load_tensors(config) -> TensorSplits:
 
     splits = load_data(
         config.dataset, n_train=config.n_train, n_val=config.n_val, n_test=config.n_test,
-        root=data_dir(), seed=config.seed, augment=False, download=True,
+        root=data_dir(), seed=config.seed, download=True,
     )
-    x_tr, y_tr = _stack(splits.train)
+    x_tr, y_tr = splits.train.x, splits.train.y
     if config.n_val and splits.val is not None and len(splits.val):
-        x_va, y_va = _stack(splits.val)
+        x_va, y_va = splits.val.x, splits.val.y
     else:
         x_va, y_va = x_tr[:0], y_tr[:0]
-    x_te, y_te = _stack(splits.test)
+    x_te, y_te = splits.test.x, splits.test.y
     return TensorSplits(x_tr, y_tr, x_va, y_va, x_te, y_te, tuple(splits.classes),
                         int(splits.in_channels), int(splits.num_classes))
 

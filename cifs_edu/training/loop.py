@@ -41,11 +41,11 @@ from ..errors import ConfigError
 from ..profiles import PROFILES
 from .config import RUNTIME_FIELDS, TrainConfig
 from .data import EpochPlan, TensorSplits, augment_batch, derive_seed, load_tensors
-from .evaluate import accuracy_counts, evaluate_model
+from ..evaluate import accuracy_counts, evaluate_model
 from .methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
 from .rundir import check_run_dir, clear_run, mark_run_dir
 from ..engine.runlock import run_lock
-from .specs import parse_attack
+from ..evaluate import parse_attack
 
 __all__ = ["TrainResult", "train", "load_or_train", "load_model", "run_dir_for", "read_history", "curves", "evaluate_run"]
 

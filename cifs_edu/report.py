@@ -84,7 +84,7 @@ from tqdm.auto import tqdm
 from .attacks.apgd import APGD
 from .attacks.autoattack import AUTOATTACK_COMPONENTS, AutoAttack
 from .attacks.base import eval_mode, format_eps, model_device, model_name
-from .attacks.evaluate import iterate_batches
+from .attacks.accuracy import iterate_batches
 from .attacks.external import Square, TorchattacksAPGD
 from .attacks.frozen import FrozenMask, selector_layers
 from .attacks.pgd import PGD

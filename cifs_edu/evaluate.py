@@ -1,4 +1,18 @@
-"""Evaluation of a trained model: validation during training and the final test-set suite.
+"""Evaluation in one place: attack name -> accuracy, optionally the worst case over the attacker's beta_atk.
+
+Attack names (shared by configs, the trainer, the CLI and the tables):
+
+=================  ==========================================================  ==============
+spec               attack                                                       paper column
+=================  ==========================================================  ==============
+``natural``        no attack (clean accuracy)                                   Natural
+``fgsm``           one step of size eps, no random start                        FGSM
+``pgd20``          PGD-20, step eps/10, no random start                         PGD-20
+``pgd100``         PGD-100, step eps/10                                         PGD-100
+``pgd20@0.01``     PGD-20 with an explicit step size (Fashion-MNIST: 0.01)      --
+``cw``             C&W-l_inf: PGD-30 on the margin loss (kappa 50), step eps/10  C&W
+``autoattack``     APGD-CE, APGD-T, FAB-T and Square (torchattacks)             AutoAttack
+=================  ==========================================================  ==============
 
 Attacks come from :mod:`cifs_edu.attacks` and run with the model in eval mode. For models
 with CIFS/CAS layers every gradient attack uses the adaptive loss (Eq. 3) with the
@@ -12,23 +26,89 @@ Under DDP each process evaluates every ``world``-th example and the counts are s
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..losses import BETA_SWEEP
-from ..engine import distributed as dist
-from .specs import AttackSpec, parse_attack
+from .engine import distributed as dist
+from .losses import BETA_SWEEP
 
-__all__ = ["build_attack", "evaluate_model", "accuracy_counts"]
+__all__ = ["AttackSpec", "parse_attack", "ATTACK_HELP", "build_attack", "evaluate_model", "accuracy_counts"]
+
+ATTACK_HELP = "natural, fgsm, pgdN (e.g. pgd20, pgd100), pgdN@STEP (e.g. pgd20@0.01), cw, cwN, autoattack"
+
+_PGD = re.compile(r"^(pgd|cw)(\d*)(?:@([0-9.eE+-]+))?$")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A parsed attack name.
+
+    Attributes:
+        name: the canonical spelling (``"pgd20"``, ``"cw"``, ``"pgd20@0.01"``).
+        kind: ``"natural"``, ``"fgsm"``, ``"pgd"``, ``"cw"`` or ``"autoattack"``.
+        steps: iterations (1 for FGSM, 0 for natural / AutoAttack).
+        step_size: explicit step size in input units, or ``None`` for ``eps / 10``.
+    """
+
+    name: str
+    kind: str
+    steps: int = 0
+    step_size: float | None = None
+
+    @property
+    def gradient(self) -> bool:
+        """True for the attacks that take the (adaptive) loss: FGSM, PGD, C&W."""
+        return self.kind in ("fgsm", "pgd", "cw")
+
+
+def parse_attack(spec: str) -> AttackSpec:
+    """Parse an attack name (see the module table).
+
+    Raises:
+        ValueError: for an unknown name, zero steps or a non-positive step size.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"attack must be a string ({ATTACK_HELP}); got {spec!r}")
+    s = spec.strip().lower().replace("-", "") if "@" not in spec else spec.strip().lower()
+    if s in ("natural", "clean"):
+        return AttackSpec("natural", "natural")
+    if s == "fgsm":
+        return AttackSpec("fgsm", "fgsm", steps=1)
+    if s in ("autoattack", "aa"):
+        return AttackSpec("autoattack", "autoattack")
+    m = _PGD.match(s.replace("pgd-", "pgd").replace("cw-", "cw"))
+    if m:
+        kind, steps, step = m.group(1), m.group(2), m.group(3)
+        n = int(steps) if steps else (30 if kind == "cw" else 0)
+        if n <= 0:
+            raise ValueError(f"attack {spec!r}: give the number of steps, e.g. pgd20")
+        step_size = None
+        if step is not None:
+            try:
+                step_size = float(step)
+            except ValueError:
+                raise ValueError(f"attack {spec!r}: step size {step!r} is not a number") from None
+            if not step_size > 0:
+                raise ValueError(f"attack {spec!r}: step size must be > 0")
+        if kind == "cw":
+            name = "cw" if n == 30 and step_size is None else f"cw{n}"
+        else:
+            name = f"pgd{n}"
+        if step_size is not None:
+            name += f"@{step_size:g}"
+        return AttackSpec(name, kind, steps=n, step_size=step_size)
+    raise ValueError(f"unknown attack {spec!r}; choose from {ATTACK_HELP}")
 
 
 def build_attack(spec: AttackSpec | str, model: nn.Module, *, eps: float, adaptive: bool, beta_atk: Any = 2.0,
                  num_classes: int = 10, seed: int = 0, amp: bool = False):
     """The attack object for a spec (``None`` for ``natural``)."""
-    from .. import attacks as A
+    from . import attacks as A
 
     spec = parse_attack(spec) if isinstance(spec, str) else spec
     loss_kw: dict[str, Any] = {"loss": "adaptive", "beta_atk": beta_atk} if adaptive else {}
@@ -55,7 +135,7 @@ def _shard(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 def accuracy_counts(model: nn.Module, x: Tensor, y: Tensor, attack=None, *, batch_size: int = 500,
                     progress: bool = False) -> Tensor:
     """Per-example correctness (bool, N) of ``model`` on ``(x, y)``, clean or under ``attack``."""
-    from ..attacks import robust_accuracy
+    from .attacks import robust_accuracy
 
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=torch.bool)
@@ -79,7 +159,7 @@ def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str
     Args:
         model: the model (its device is used; eval mode is set by the attacks).
         x, y: test images in [0, 1] and labels (the whole evaluation set; sharded under DDP).
-        attacks: names (:func:`~cifs_edu.training.specs.parse_attack`).
+        attacks: names (:func:`parse_attack`).
         eps: budget; adaptive: CIFS/CAS model (adaptive loss); beta: attacker's beta when not sweeping.
         sweep: for adaptive models, worst case over ``betas`` per example, and each beta's accuracy.
         aa_n: AutoAttack on a class-balanced subset of this many images (``None``: all).
@@ -87,8 +167,8 @@ def evaluate_model(model: nn.Module, x: Tensor, y: Tensor, attacks: Sequence[str
     Returns:
         ``{"accuracy": {name: %}, "n": {name: images}, "per_beta": {name: {beta: %}}, "attacks": {name: repr}}``.
     """
-    from .. import attacks as A
-    from ..attacks import sweep as run_sweep
+    from . import attacks as A
+    from .attacks import sweep as run_sweep
 
     device = next(model.parameters()).device
     result: dict[str, Any] = {"accuracy": {}, "n": {}, "per_beta": {}, "attacks": {}}
