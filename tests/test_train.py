@@ -254,6 +254,21 @@ def test_chance_warning_names_the_options(cifs_home, tmp_path):
         train(cfg, run_dir=tmp_path / "chance", progress=False)
 
 
+def test_chance_warning_after_a_warm_start_says_it_was_there():
+    """After the warm start's phase the warning counts from the method's first epochs and names the
+    warm start the run already had, instead of suggesting one."""
+    cfg = tiny(defense="cifs", method="pgd_at", epochs=5, milestones=(), warm_start_epochs=2)
+    history = [{"train_acc": 10.5}] * 4
+    with pytest.warns(RuntimeWarning, match="after 4 epochs is still at chance.*now 2"):
+        loop_module._warn_if_chance(cfg, history, {"num_classes": 10})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loop_module._warn_if_chance(cfg, history[:3], {"num_classes": 10})  # not a checkpoint epoch: silent
+        loop_module._warn_if_chance(cfg, [{"train_acc": 40.0}] * 4, {"num_classes": 10})  # learning: silent
+
+
 # ---------------------------------------------------------------------- configs
 @pytest.mark.parametrize(
     "change, message",

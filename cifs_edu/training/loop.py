@@ -201,7 +201,10 @@ def _warn_if_chance(config: TrainConfig, history: list[dict[str, Any]], data_inf
         warnings.warn(
             f"{config.defense} run {config.run_name}: training accuracy {acc:.1f}% after {n} epochs is still at "
             f"chance ({chance:.0f}%). A softmax mask that sums to 1 shrinks the classifier's input by 1/C; "
-            "options: a natural warm start (warm_start_epochs), model_options={'scale': C}, or a longer schedule.",
+            "options: " + ("a longer natural warm start (warm_start_epochs, now "
+                           f"{config.warm_start_epochs})" if config.warm_start_epochs else
+                           "a natural warm start (warm_start_epochs)")
+            + ", model_options={'scale': C}, or a longer schedule.",
             RuntimeWarning, stacklevel=3)
 
 
