@@ -288,7 +288,9 @@ def _prepare(args) -> int:
             sweep = f"sweep on {item.sweep_n or 'all'} test images" if item.sweep else "no sweep"
             print(f"{item.name:26s} {item.config.run_name}  ({sweep})")
         return 0
-    zoo.prepare(profile, jobs=args.jobs, threads=args.threads, seed=args.seed)
+    from .engine.prepare import prepare
+
+    prepare(profile, jobs=args.jobs, threads=args.threads, seed=args.seed)
     return 0
 
 

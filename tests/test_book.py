@@ -282,7 +282,9 @@ def test_preparer_gives_cores_to_chapters_as_training_runs_out(monkeypatch):
             seen.append(i)
         go[3].wait(10)
 
-    monkeypatch.setattr(zoo, "prepare", fake_prepare)
+    from cifs_edu.engine import prepare as engine_prepare
+
+    monkeypatch.setattr(engine_prepare, "prepare", fake_prepare)
     p = bookexec._Preparer(2, lambda m: None)
     caps = [p.capacity()]
     for i in range(4):
@@ -298,7 +300,7 @@ def test_preparer_gives_cores_to_chapters_as_training_runs_out(monkeypatch):
     def failing(jobs, log, on_done):
         raise ValueError("no data")
 
-    monkeypatch.setattr(zoo, "prepare", failing)
+    monkeypatch.setattr(engine_prepare, "prepare", failing)
     p = bookexec._Preparer(2, lambda m: None)
     p.join()
     with pytest.raises(bookexec._PrepareFailed, match="ValueError: no data"):

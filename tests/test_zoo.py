@@ -2,6 +2,7 @@
 import pytest
 
 from cifs_edu import zoo
+from cifs_edu.engine.prepare import prepare
 from cifs_edu.experiments import table_configs
 from cifs_edu.profiles import ConfigError
 
@@ -58,10 +59,10 @@ def test_prepare_trains_each_run_once_and_matches_a_direct_training(cifs_home, t
 
     tiny = get_profile("smoke").replace(name="smoke", n_train=40, n_val=10, n_test=20, epochs=1, eval_n=20,
                                         sweep_n=10, width=2, batch_size=20, eval_every=1, val_steps=1)
-    first = zoo.prepare(tiny, jobs=2, log=None)
+    first = prepare(tiny, jobs=2, log=None)
     assert [r["name"] for r in first] == [i.name for i in zoo.book_plan(tiny)]
     assert all(r["trained_epochs"] == 1 for r in first)
-    again = zoo.prepare(tiny, jobs=1, log=None)
+    again = prepare(tiny, jobs=1, log=None)
     assert all(r["trained_epochs"] == 0 for r in again)
     item = next(i for i in zoo.book_plan(tiny) if i.name == "cifs_at")
     direct = load_or_train(item.config, run_dir=tmp_path / "direct", progress=False)
@@ -70,7 +71,7 @@ def test_prepare_trains_each_run_once_and_matches_a_direct_training(cifs_home, t
     for (k, a), b in zip(direct.model.state_dict().items(), pooled.state_dict().values()):
         assert torch.equal(a, b), k
     with pytest.raises(ConfigError, match="jobs must be"):
-        zoo.prepare(tiny, jobs=0, log=None)
+        prepare(tiny, jobs=0, log=None)
 
 
 def test_prepare_reraises_a_workers_data_error(cifs_home, tmp_path):
@@ -80,7 +81,7 @@ def test_prepare_reraises_a_workers_data_error(cifs_home, tmp_path):
 
     missing = get_profile("smoke").replace(dataset=f"folder:{tmp_path / 'no_such_folder'}")
     with pytest.raises((DataNotFoundError, ConfigError), match="no_such_folder"):
-        zoo.prepare(missing, jobs=2, log=None)
+        prepare(missing, jobs=2, log=None)
 
 
 def test_the_session_seed_reaches_every_config_built_from_a_profile(monkeypatch):

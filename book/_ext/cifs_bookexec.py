@@ -1,7 +1,7 @@
 """Sphinx extension of the book: train the chapters' models, then run the chapters N at a time.
 
 This is the book's build machinery, not part of the library: ``_config.yml`` loads it from
-``book/_ext`` (``sphinx.local_extensions``). It uses the library (``cifs_edu.zoo.prepare``); no
+``book/_ext`` (``sphinx.local_extensions``). It uses the library (``cifs_edu.engine.prepare.prepare``); no
 library module imports it.
 
 Jupyter Book 1 executes notebooks one after another in one process (its CLI fixes Sphinx to
@@ -9,7 +9,7 @@ one job), which leaves all but one core idle. The book's ``_config.yml`` loads t
 and sets ``execute_notebooks: cache``. Just before Sphinx reads the pages it is about to
 (re)build, the extension
 
-1. trains every model the chapters load (:func:`cifs_edu.zoo.prepare`, ``jobs`` processes;
+1. trains every model the chapters load (:func:`cifs_edu.engine.prepare.prepare`, ``jobs`` processes;
    nothing to do when they are cached), and
 2. executes exactly those chapters, ``jobs`` kernels at a time, and stores each executed
    notebook in the build's jupyter-cache, where myst-nb finds it when it reads the page.
@@ -237,7 +237,7 @@ class _PrepareFailed(RuntimeError):
 
 
 class _Preparer:
-    """:func:`cifs_edu.zoo.prepare` in a background thread, sharing the cores with the chapters.
+    """:func:`cifs_edu.engine.prepare.prepare` in a background thread, sharing the cores with the chapters.
 
     ``capacity()`` is the number of chapter kernels that may run beside its ``jobs`` training
     processes: none while every process has a model to train, one more for each process that
@@ -259,10 +259,10 @@ class _Preparer:
         self.thread.start()
 
     def _run(self) -> None:
-        from cifs_edu import zoo
+        from cifs_edu.engine import prepare as engine_prepare
 
         try:
-            zoo.prepare(jobs=self.jobs, log=self.log, on_done=self._one_done)
+            engine_prepare.prepare(jobs=self.jobs, log=self.log, on_done=self._one_done)
         except BaseException as e:  # noqa: BLE001 -- handed to the main thread by capacity()
             self.error = e
         finally:
