@@ -104,6 +104,7 @@ __all__ = [
     "IMGFS",
     "LABEL_RULES",
     "LABEL_RULE_ALIASES",
+    "canonical_label_rule",
     "RELEVANCE_IMPLS",
     "GRAD_MODES",
     "PROBE_KINDS",
@@ -124,6 +125,11 @@ IMGFS = ("softmax", "sigmoid", "softplus", "relu")
 LABEL_RULES = ("paper", "distinct")
 #: Other accepted spellings of a label rule (the authors' code implements the paper's rule).
 LABEL_RULE_ALIASES = {"authors": "paper"}
+
+
+def canonical_label_rule(rule: Any) -> Any:
+    """The name a label rule is stored under (``"authors"`` -> ``"paper"``); anything else unchanged."""
+    return LABEL_RULE_ALIASES.get(rule, rule) if isinstance(rule, str) else rule
 RELEVANCE_IMPLS = ("closed", "autograd")
 GRAD_MODES = ("detached", "full")
 PROBE_KINDS = ("linear", "mlp")
@@ -237,7 +243,7 @@ def select_classes(logits: Tensor, k: int, y: Tensor | None = None, rule: str = 
             by y (slots 1.. unchanged, so y may appear twice); ``"distinct"`` ->
             ``[y, top (k-1) classes other than y]``. See the module docstring.
     """
-    rule = LABEL_RULE_ALIASES.get(rule, rule)
+    rule = canonical_label_rule(rule)
     if rule not in LABEL_RULES:
         raise ConfigError(f"label_rule must be one of {LABEL_RULES} (got {rule!r})")
     logits = logits.detach()
@@ -339,8 +345,7 @@ class CIFSConfig:
     softplus_beta: float = 5.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.label_rule, str) and self.label_rule in LABEL_RULE_ALIASES:
-            object.__setattr__(self, "label_rule", LABEL_RULE_ALIASES[self.label_rule])
+        object.__setattr__(self, "label_rule", canonical_label_rule(self.label_rule))
 
     def problems(self, num_classes: int | None = None) -> list[str]:
         """Every invalid value, as readable sentences (empty when valid)."""

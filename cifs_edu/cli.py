@@ -71,13 +71,9 @@ def _bool_value(text: str) -> bool:
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One ``--field-name`` per TrainConfig field (not ``profile``, ``model_options``), typed and
     described from the config itself: the CLI and the Python API share one configuration spine."""
-    from .names import ARCHS, DEFENSES, METHODS
     from .training import TrainConfig
-    from .training.config import AMP_MODES, AUGMENTS, FIELD_HELP
+    from .training.config import FIELD_CHOICES, FIELD_HELP
 
-    choices = {"arch": ARCHS, "defense": DEFENSES, "method": METHODS, "amp": AMP_MODES, "augment": AUGMENTS,
-               "fast_attack": ("auto", "on", "off"), "channels_last": ("auto", "on", "off"),
-               "loss_scale": ("paper", "authors")}
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("profile", "model_options"):
             continue
@@ -85,8 +81,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         kind = str(f.type)
         if kind == "bool":
             kw.update(type=_bool_value, nargs="?", const=True, metavar="BOOL")
-        elif f.name in choices:
-            kw.update(choices=choices[f.name])
+        elif f.name in FIELD_CHOICES:
+            kw.update(choices=FIELD_CHOICES[f.name])
         elif kind.startswith("tuple"):
             kw.update(type=_list_value, metavar="A,B")
         else:

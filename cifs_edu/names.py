@@ -11,10 +11,9 @@ Attack names are parsed by :func:`cifs_edu.training.parse_attack` (``natural``, 
 """
 from __future__ import annotations
 
-__all__ = ["ARCHS", "DEFENSES", "DATASETS", "METHODS", "FOLDER_PREFIX"]
+__all__ = ["ARCHS", "DEFENSES", "DATASETS", "METHODS"]
 
 ARCHS = ("resnet18", "resnet10", "wrn28_10")
 DEFENSES = ("none", "cifs", "cas")
 DATASETS = ("synthetic", "cifar10", "svhn", "fmnist")
-FOLDER_PREFIX = "folder:"
 METHODS = ("standard", "pgd_at", "trades", "fat")

@@ -39,7 +39,7 @@ from ..names import ARCHS as _ARCHS, DATASETS as _DATASETS, DEFENSES as _DEFENSE
 from ..profiles import Profile, get_profile
 from ..evaluate import parse_attack
 
-__all__ = ["TrainConfig", "FIELD_HELP", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "RUNTIME_FIELDS", "AMP_MODES", "AUGMENTS"]
+__all__ = ["TrainConfig", "FIELD_HELP", "FIELD_CHOICES", "METHODS", "CACHE_VERSION", "EVAL_FIELDS", "RUNTIME_FIELDS", "AMP_MODES", "AUGMENTS"]
 
 #: Bump when a change of the trainer makes old runs incomparable (part of every key).
 #: 2: new synthetic data defaults and ``augment="auto"`` = none on the synthetic data.
@@ -48,6 +48,13 @@ CACHE_VERSION = 3
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 AUGMENTS = ("auto", "crop_flip", "crop", "none")
+SWITCHES = ("auto", "on", "off")  # channels_last, fast_attack
+LOSS_SCALES = ("paper", "authors")
+#: The fields whose values come from a fixed list (validation, and the CLI's ``choices``).
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {
+    "arch": _ARCHS, "defense": _DEFENSES, "method": METHODS, "augment": AUGMENTS, "loss_scale": LOSS_SCALES,
+    "amp": AMP_MODES, "channels_last": SWITCHES, "fast_attack": SWITCHES,
+}
 
 #: Fields that only choose the final test-set evaluation (not part of :meth:`TrainConfig.key`).
 EVAL_FIELDS = ("eval_attacks", "eval_sweep", "eval_n", "eval_best", "eval_batch_size", "aa_n")
@@ -89,13 +96,13 @@ def _build_defaults() -> dict[str, Any]:
 def _canonical_options(opts: dict[str, Any]) -> dict[str, Any]:
     """``model_options`` without entries equal to ``build_model``'s defaults (e.g. ``imgf="softmax"``,
     ``k=2``, ``positions=["P1", "P2"]``), so that equal models share one cache key and one run folder."""
-    from ..cifs import LABEL_RULE_ALIASES
+    from ..cifs import canonical_label_rule
 
     defaults = _build_defaults()
     out = {}
     for key, value in opts.items():
-        if key == "label_rule" and isinstance(value, str):
-            value = LABEL_RULE_ALIASES.get(value, value)
+        if key == "label_rule":
+            value = canonical_label_rule(value)
         if key in defaults and defaults[key] is not None and value == defaults[key]:
             continue
         if key == "positions" and isinstance(value, (list, tuple)) and sorted(value) == ["P1", "P2"] and len(value) == 2:
@@ -367,15 +374,15 @@ class TrainConfig:
         ms = self.milestones
         if not isinstance(ms, tuple) or not all(_is_int(m) for m in ms) or list(ms) != sorted(set(ms)) or any(m <= 0 for m in ms):
             p.append(f"milestones must be strictly increasing positive epochs (got {ms!r})")
-        if self.loss_scale not in ("paper", "authors"):
+        if self.loss_scale not in LOSS_SCALES:
             p.append(f"loss_scale must be 'paper' or 'authors' (got {self.loss_scale!r})")
         if not (self.fat_tau == "dynamic" or (_is_int(self.fat_tau) and self.fat_tau >= 0)):
             p.append(f"fat_tau must be an integer >= 0 or 'dynamic' (got {self.fat_tau!r})")
         if self.amp not in AMP_MODES:
             p.append(f"amp must be one of {AMP_MODES} (got {self.amp!r})")
-        if self.channels_last not in ("auto", "on", "off"):
+        if self.channels_last not in SWITCHES:
             p.append(f"channels_last must be 'auto', 'on' or 'off' (got {self.channels_last!r})")
-        if self.fast_attack not in ("auto", "on", "off"):
+        if self.fast_attack not in SWITCHES:
             p.append(f"fast_attack must be 'auto', 'on' or 'off' (got {self.fast_attack!r})")
         for name in ("random_start", "eval_sweep", "eval_best", "compile", "cuda_graphs"):
             if not isinstance(getattr(self, name), bool):
