@@ -316,7 +316,7 @@ def _list(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for configuration, data and checkpoint errors)."""
-    from .checkpoint import CheckpointError
+    from .engine.checkpoint import CheckpointError
 
     try:
         from .datasets import DataNotFoundError

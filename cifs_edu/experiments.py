@@ -398,7 +398,7 @@ def _feedback(model, config, data, progress):
 
 
 def _custom_eval(run_dir: Path, name: str, fn, model, config, device, progress):
-    from .checkpoint import read_json, write_json
+    from .engine.checkpoint import read_json, write_json
     from .training.data import load_tensors
 
     path = run_dir / "eval" / f"{name}-n{config.eval_n}.json"
@@ -426,10 +426,11 @@ def reproduce(key: str, profile: str = "smoke", *, rows: list[str] | None = None
         a :class:`ReproduceResult`; the same numbers are written to
         ``runs_dir()/tables/<key>-<profile>.json``.
     """
-    from .checkpoint import write_json
-    from .paper import comparison, paper_table
+    from .engine.checkpoint import write_json
+    from .paper import paper_table
     from .paths import runs_dir
-    from .training.loop import _resolve_device, evaluate_run, load_or_train
+    from .engine.runs import evaluate_run, resolve_device as _resolve_device
+    from .training.loop import load_or_train
 
     table = _table(key)
     prof = get_profile(profile)

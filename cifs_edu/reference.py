@@ -258,7 +258,7 @@ def evaluate_model(model: nn.Module, config, X: Tensor, Y: Tensor, *, sizes: Map
     Returns ``{stage: result}`` and ``{stage: seconds}`` under ``"_time_s"``.
     """
     from .attacks import PGD
-    from .checkpoint import weights_digest
+    from .engine.checkpoint import weights_digest
     from .losses import parse_beta
 
     unknown = [s for s in stages if s not in STAGES]
@@ -402,7 +402,7 @@ def run(dataset: str = "cifar10", out: str | Path = "reference-run", *, models: 
 def export_weights(run_dir: str | Path, path: str | Path) -> Path:
     """Write the weights of ``<run_dir>/last.pt`` (no optimiser state: about 3 MB at width 16) to
     ``path``, a checkpoint that :func:`cifs_edu.training.load_model` reads."""
-    from .checkpoint import atomic_torch_save, load_checkpoint
+    from .engine.checkpoint import atomic_torch_save, load_checkpoint
 
     src = Path(run_dir) / "last.pt"
     payload = load_checkpoint(src, kind="full")

@@ -11,7 +11,7 @@ out_dir = os.environ.get("OUT", "/tmp/out")
 results = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0), "bf16": torch.cuda.is_bf16_supported()}
 print(results, flush=True)
 from cifs_edu.training import TrainConfig, train, load_model
-from cifs_edu.training.loop import _amp_dtype
+from cifs_edu.training.loop import _amp_dtype  # noqa
 home = tempfile.mkdtemp(); os.environ["CIFS_HOME"] = home
 
 def tiny(**kw):

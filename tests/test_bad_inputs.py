@@ -189,7 +189,8 @@ def test_train_refuses_a_folder_of_someone_elses_files_and_touches_nothing(tmp_p
 
 def test_train_refuses_a_file_and_an_unwritable_folder_before_any_work(tmp_path, cifs_home, monkeypatch):
     from cifs_edu.profiles import ConfigError
-    from cifs_edu.training import rundir, train
+    from cifs_edu.engine import rundir
+    from cifs_edu.training import train
 
     f = tmp_path / "a-file"
     f.write_text("data")
@@ -224,7 +225,7 @@ def test_no_resume_deletes_only_what_the_run_wrote(tmp_path, cifs_home):
 def test_flipped_bytes_in_a_checkpoint_are_refused_and_a_cached_evaluation_needs_the_same_weights(tmp_path, cifs_home):
     import torch as _torch
 
-    from cifs_edu.checkpoint import CheckpointError, load_checkpoint, weights_digest
+    from cifs_edu.engine.checkpoint import CheckpointError, load_checkpoint, weights_digest
     from cifs_edu.training import evaluate_run, load_model, train
 
     run = tmp_path / "run"

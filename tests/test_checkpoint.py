@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifs_edu.checkpoint import (
+from cifs_edu.engine.checkpoint import (
     CheckpointError, CheckpointMismatchError, atomic_torch_save, load_checkpoint, rng_state, set_rng_state, write_json,
     read_json,
 )

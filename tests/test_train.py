@@ -11,6 +11,7 @@ import torch
 from cifs_edu.profiles import ConfigError
 from cifs_edu.training import TrainConfig, evaluate_run, load_model, load_or_train, read_history, train
 from cifs_edu.training import loop as loop_module
+from cifs_edu.engine import runs as runs_module
 from cifs_edu.training.data import EpochPlan, augment_batch, derive_seed
 from cifs_edu.training.methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
 
@@ -375,7 +376,7 @@ def test_evaluate_run_reads_the_final_evaluation_it_would_repeat(cifs_home, tmp_
     def no_eval(*a, **k):
         raise AssertionError("evaluated again")
 
-    monkeypatch.setattr(loop_module, "evaluate_model", no_eval)
+    monkeypatch.setattr(runs_module, "evaluate_model", no_eval)
     same = evaluate_run(tmp_path / "r", ["pgd20"], progress=False)
     assert same["accuracy"] == {"pgd20": run.metrics["last"]["pgd20"]} and same["n"] == {"pgd20": 32}
     assert json.loads((tmp_path / "r" / "eval" / same["path"].split("/")[-1]).read_text())["accuracy"] == same["accuracy"]

@@ -55,7 +55,7 @@ def test_prepare_trains_each_run_once_and_matches_a_direct_training(cifs_home, t
 
     from cifs_edu.profiles import get_profile
     from cifs_edu.training import load_model, load_or_train
-    from cifs_edu.training.loop import run_dir_for
+    from cifs_edu.engine.runs import run_dir_for
 
     tiny = get_profile("smoke").replace(name="smoke", n_train=40, n_val=10, n_test=20, epochs=1, eval_n=20,
                                         sweep_n=10, width=2, batch_size=20, eval_every=1, val_steps=1)

@@ -7,13 +7,15 @@
 >>> run.curves()                         # per-epoch losses and accuracies (Fig. 4)  # doctest: +SKIP
 
 Modules: :mod:`.config` (the validated run configuration), :mod:`.methods` (the training
-objectives), :mod:`.loop` (train / resume / load), :mod:`.data` (tensor data with per-epoch
+objectives), :mod:`.loop` (train, resume, load_or_train), :mod:`.data` (tensor data with per-epoch
 seeded order and augmentation). Attack names and test-set suites are :mod:`cifs_edu.evaluate`'s. The speed and safety paths the loop switches on (run locks, DDP, CUDA graphs,
-the BN-folded attack copy) live in :mod:`cifs_edu.engine`.
+the BN-folded attack copy) and the run folders (checkpoints, ``load_model``, ``evaluate_run``)
+live in :mod:`cifs_edu.engine`.
 """
 from .config import AMP_MODES, AUGMENTS, CACHE_VERSION, EVAL_FIELDS, METHODS, RUNTIME_FIELDS, TrainConfig
 from ..evaluate import ATTACK_HELP, AttackSpec, build_attack, evaluate_model, parse_attack
-from .loop import TrainResult, curves, evaluate_run, load_model, load_or_train, read_history, run_dir_for, train
+from .loop import TrainResult, curves, load_or_train, train
+from ..engine.runs import evaluate_run, load_model, read_history, run_dir_for
 
 __all__ = [
     "TrainConfig",

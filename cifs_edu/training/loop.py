@@ -1,4 +1,4 @@
-"""The training loop: :func:`train`, :func:`load_or_train`, :func:`load_model`.
+"""The training loop: :func:`train` (and :func:`load_or_train`, which trains only what is not saved).
 
 One call trains a model as the paper does (SGD with momentum, step schedule, the chosen
 adversarial-training method), validates it every ``eval_every`` epochs on the held-out
@@ -16,15 +16,16 @@ device); channels-last memory format; on CUDA, automatic mixed precision (bfloat
 float16 with a gradient scaler); the training set lives on the device; optionally
 (``cuda_graphs=True``, ``pgd_at`` on one GPU) the training attack of every full batch is
 replayed from a CUDA graph (:mod:`cifs_edu.engine.graphs`).
+
+The run folder's files (checkpoints, history, results, cached evaluations), loading a saved
+model and :func:`~cifs_edu.engine.runs.evaluate_run` live in :mod:`cifs_edu.engine.runs`.
 """
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +33,19 @@ import torch
 import torch.nn as nn
 
 from ..engine import distributed as dist
-from ..checkpoint import (
-    FORMAT, CheckpointError, CheckpointMismatchError, atomic_write_bytes, atomic_torch_save, check_config,
-    load_checkpoint, read_json, rng_state, set_rng_state, weights_digest, write_json,
-)
-from ..paths import runs_dir
-from ..errors import ConfigError
-from ..profiles import PROFILES
-from .config import RUNTIME_FIELDS, TrainConfig
-from .data import EpochPlan, TensorSplits, augment_batch, derive_seed, load_tensors
-from ..evaluate import accuracy_counts, evaluate_model
-from .methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
-from .rundir import check_run_dir, clear_run, mark_run_dir
+from ..engine.checkpoint import CheckpointMismatchError, check_config, load_checkpoint, read_json, weights_digest, write_json
+from ..engine.rundir import check_run_dir, clear_run, mark_run_dir
 from ..engine.runlock import run_lock
-from ..evaluate import parse_attack
+from ..engine.runs import (
+    RESULTS, load_model, read_history, resolve_device, restore_state, run_dir_for, save_epoch, LAST,
+)
+from ..errors import ConfigError
+from ..evaluate import accuracy_counts, evaluate_model
+from .config import TrainConfig
+from .data import EpochPlan, TensorSplits, augment_batch, derive_seed, load_tensors
+from .methods import TrainForward, batch_loss, fat_examples, pgd_examples, trades_examples
 
-__all__ = ["TrainResult", "train", "load_or_train", "load_model", "run_dir_for", "read_history", "curves", "evaluate_run"]
-
-RESULTS = "results.json"
-HISTORY = "history.jsonl"
-LAST = "last.pt"
-BEST = "best.pt"
+__all__ = ["TrainResult", "train", "load_or_train", "curves"]
 
 
 @dataclass
@@ -92,25 +85,6 @@ class TrainResult:
         return f"TrainResult({self.run_dir.name}, epochs={len(self.history)}, trained_now={self.trained_epochs}, last={last})"
 
 
-def run_dir_for(config: TrainConfig) -> Path:
-    """The default run folder: ``runs_dir() / config.run_name``."""
-    return runs_dir() / config.run_name
-
-
-def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of ``history.jsonl`` (empty if absent).
-
-    Keys: ``epoch`` (1-based), ``lr``, ``train_loss``, ``train_acc`` (accuracy % on the
-    training inputs of the update: adversarial for AT/FAT/TRADES), ``val_clean`` and
-    ``val_pgd`` (% on the validation split, ``None`` when not validated), ``tau`` (FAT),
-    ``time_s``.
-    """
-    path = Path(run_dir) / HISTORY
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def curves(history: list[dict[str, Any]]):
     """A history (list of dicts) as a DataFrame indexed by epoch."""
     import pandas as pd
@@ -120,18 +94,6 @@ def curves(history: list[dict[str, Any]]):
 
 
 # ---------------------------------------------------------------------- runtime helpers
-def _resolve_device(config: TrainConfig, device: Any) -> torch.device:
-    from ..runtime import pick_device
-
-    info = dist.info()
-    if info.active and torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
-        return torch.device("cuda", info.local_rank)
-    if device is not None:
-        return pick_device(PROFILES["smoke"], device)[0]
-    prof = PROFILES.get(config.profile)
-    if prof is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return pick_device(prof)[0]
 
 
 def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -176,10 +138,6 @@ class _Noise:
 
 def _payload_data(data: TensorSplits) -> dict[str, Any]:
     return {"in_channels": data.in_channels, "num_classes": data.num_classes, "classes": list(data.classes)}
-
-
-def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_bytes(run_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in history).encode())
 
 
 def _warn_if_chance(config: TrainConfig, history: list[dict[str, Any]], data_info: dict[str, Any]) -> None:
@@ -244,13 +202,6 @@ def _build(config: TrainConfig, data_info: dict[str, Any], device: torch.device,
     return model
 
 
-def _load_weights(model: nn.Module, state: dict, path: Path) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointMismatchError(f"the weights in {path} do not fit the configured model: {e}") from None
-
-
 # ---------------------------------------------------------------------- train
 def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
           device: Any = None, max_epochs: int | None = None) -> TrainResult:
@@ -261,7 +212,7 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
         run_dir: its folder (default ``runs_dir() / config.run_name``).
         resume: continue from ``run_dir/last.pt`` when it exists (a finished run is only
             re-evaluated if ``results.json`` is missing); ``False`` deletes the files of the
-            folder's previous run (:func:`~cifs_edu.training.rundir.clear_run`: nothing else) and
+            folder's previous run (:func:`~cifs_edu.engine.rundir.clear_run`: nothing else) and
             starts over.
         progress: tqdm progress bars.
         device: ``"cpu"``/``"cuda"``; default from the profile (CUDA when available and wanted).
@@ -273,7 +224,7 @@ def train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: boo
 
     Raises:
         ConfigError: ``run_dir`` is a file, not writable, or a folder of someone else's files
-            (:func:`~cifs_edu.training.rundir.check_run_dir`), before any work.
+            (:func:`~cifs_edu.engine.rundir.check_run_dir`), before any work.
         cifs_edu.datasets.DataNotFoundError: data missing (before any training).
         CheckpointError / CheckpointMismatchError: ``last.pt`` unusable or from another config.
 
@@ -291,7 +242,6 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
            device: Any = None, max_epochs: int | None = None) -> TrainResult:
     from tqdm.auto import tqdm
 
-    from .._version import __version__
 
     if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
         raise ConfigError(f"max_epochs must be an integer >= 1 or None (got {max_epochs!r})")
@@ -300,7 +250,7 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
     if config.batch_size < 2 * info.world_size:
         raise ConfigError(f"batch_size {config.batch_size} is too small for {info.world_size} processes")
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(config)
-    dev = _resolve_device(config, device)
+    dev = resolve_device(config, device)
     if config.cuda_graphs:  # the config checked the method and CUDA; the device and torchrun are known only here
         if dev.type != "cuda":
             raise ConfigError(f"cuda_graphs=True needs a CUDA device, but this run would train on {dev}")
@@ -342,19 +292,7 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
     start = 0
     elapsed = 0.0
     if payload is not None:
-        _load_weights(model, payload["model"], last_path)
-        try:
-            optimizer.load_state_dict(payload["optimizer"])
-            scheduler.load_state_dict(payload["scheduler"])
-            if scaler.is_enabled() and payload.get("scaler"):
-                scaler.load_state_dict(payload["scaler"])
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{last_path}: optimizer/scheduler state unusable ({e}); delete it to start over") from None
-        set_rng_state(payload["rng"])
-        history = list(payload["history"])
-        best = dict(payload["best"])
-        start = int(payload["epoch"])
-        elapsed = float(payload.get("train_time_s", 0.0))
+        history, best, start, elapsed = restore_state(payload, last_path, model, optimizer, scheduler, scaler)
     del payload
 
     graphed = None
@@ -453,21 +391,8 @@ def _train(config: TrainConfig, *, run_dir: str | Path | None = None, resume: bo
         if improved:
             best = {"epoch": epoch + 1, "val_pgd": record["val_pgd"], "val_clean": record["val_clean"]}
         if info.rank == 0:
-            state = model.state_dict()
-            digest = weights_digest(state)
-            if improved:
-                atomic_torch_save({"format": FORMAT, "kind": "weights", "version": __version__,
-                                   "config": config.to_dict(), "key": config.key(), "epoch": epoch + 1,
-                                   "model": state, "weights_sha256": digest, "data": data_info, "best": best},
-                                  run_dir / BEST)
-            atomic_torch_save({
-                "format": FORMAT, "kind": "full", "version": __version__, "config": config.to_dict(),
-                "key": config.key(), "epoch": epoch + 1, "model": state, "weights_sha256": digest,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "rng": rng_state(), "history": history, "best": best, "data": data_info, "train_time_s": elapsed,
-            }, run_dir / LAST)
-            _write_history(run_dir, history)
+            save_epoch(run_dir, config, epoch + 1, model, optimizer, scheduler, scaler, history, best,
+                       data_info, elapsed, improved)
         dist.barrier()
         trained += 1
         epochs_bar.set_postfix({k: round(v, 2) for k, v in record.items() if isinstance(v, float)})
@@ -522,34 +447,6 @@ def _results(model, data, config, run_dir, history, best, data_info, elapsed, de
 
 
 # ---------------------------------------------------------------------- loading
-def _checkpoint_path(source: str | Path, which: str) -> Path:
-    if which not in ("last", "best"):
-        raise ConfigError(f"which must be 'last' or 'best' (got {which!r})")
-    p = Path(source)
-    return p / f"{which}.pt" if p.is_dir() else p
-
-
-def load_model(source: str | Path, which: str = "last", *, device: Any = None) -> nn.Module:
-    """Rebuild a trained model from a run folder (``last.pt``/``best.pt``) or a checkpoint file.
-
-    The model is built with :func:`cifs_edu.models.build_model` from the saved config and
-    loaded from the state_dict (``map_location="cpu"``), then moved to ``device`` (default CPU),
-    in eval mode. ``model.train_config`` holds the :class:`TrainConfig`.
-    """
-    path = _checkpoint_path(source, which)
-    payload = load_checkpoint(path)
-    try:  # runtime fields (cuda_graphs) say how it was trained, not what: off for a loaded model (CPU-safe)
-        config = TrainConfig.from_dict({k: v for k, v in payload["config"].items() if k not in RUNTIME_FIELDS})
-    except ConfigError as e:
-        raise CheckpointError(f"{path}: its configuration is not valid here ({e})") from None
-    data_info = payload.get("data") or dict(zip(("in_channels", "num_classes"), config.data_shape()))
-    model = config.build_model(data_info["in_channels"], data_info["num_classes"])
-    _load_weights(model, payload["model"], path)
-    model.train_config = config  # type: ignore[attr-defined]
-    model.checkpoint_epoch = int(payload["epoch"])  # type: ignore[attr-defined]
-    # verified by load_checkpoint when saved; computed for checkpoints written before digests existed
-    model.weights_sha256 = payload.get("weights_sha256") or weights_digest(payload["model"])  # type: ignore[attr-defined]
-    return model.to(torch.device(device) if device is not None else "cpu").eval()
 
 
 def load_or_train(config: TrainConfig, *, run_dir: str | Path | None = None, progress: bool = True,
@@ -577,7 +474,7 @@ def _load_or_train(config: TrainConfig, run_dir: Path, progress: bool, device: A
         if diffs or metrics.get("key") != config.key():
             lines = ", ".join(f"{k}: saved={t!r} requested={m!r}" for k, (m, t) in diffs.items()) or "package/cache version"
             raise CheckpointMismatchError(f"{run_dir} holds a run of another configuration ({lines})")
-        dev = _resolve_device(config, device)
+        dev = resolve_device(config, device)
         model = load_model(run_dir, "last", device=dev)
         if metrics.get("eval") != config.eval_dict():
             data = load_tensors(config).to(dev)
@@ -589,138 +486,3 @@ def _load_or_train(config: TrainConfig, run_dir: Path, progress: bool, device: A
     return train(config, run_dir=run_dir, resume=True, progress=progress, device=device)
 
 
-def _from_final_eval(path: Path, which: str, model: nn.Module, config: TrainConfig, attacks: list[str], n: int | None,
-                     sweep: bool, beta: Any, dev: torch.device) -> dict[str, Any] | None:
-    """The requested evaluation taken from the run's ``results.json``, when it is the same computation.
-
-    The final test evaluation of :func:`train` runs each attack of ``eval_attacks`` with the same
-    seed, images, beta and batch size as :func:`evaluate_run` would; every attack is built and
-    run on its own, so a subset of them gives the same numbers (tested). ``None`` when anything
-    differs: other weights (their digest), checkpoint epoch, ``n``, ``beta``, ``sweep``, device
-    type or attack.
-    """
-    results = path.parent / RESULTS
-    if not results.is_file():
-        return None
-    try:
-        metrics = read_json(results)
-        details = (metrics.get("details") or {}).get(which)
-        epoch = metrics.get("epochs") if which == "last" else metrics.get("best_epoch")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if (not details or metrics.get("key") != config.key() or metrics.get("eval") != config.eval_dict()
-            or (metrics.get("weights_sha256") or {}).get(which) != getattr(model, "weights_sha256", None)
-            or epoch != getattr(model, "checkpoint_epoch", None) or path.name != f"{which}.pt"
-            or n != config.eval_n or sweep != config.eval_sweep or beta != config.beta
-            or torch.device(str(metrics.get("device", "cpu"))).type != dev.type
-            or not all(a in details.get("accuracy", {}) for a in attacks)):
-        return None
-    return {"accuracy": {a: details["accuracy"][a] for a in attacks},
-            "n": {a: details["n"][a] for a in attacks},
-            "per_beta": {a: details["per_beta"][a] for a in attacks if a in details.get("per_beta", {})},
-            "attacks": {a: details["attacks"][a] for a in attacks}}
-
-
-def evaluate_run(source: str | Path, attacks: list[str], *, which: str = "last", n: int | None = None,
-                 sweep: bool = False, beta: Any = None, device: Any = None, progress: bool = True,
-                 cache: bool = True) -> dict[str, Any]:
-    """Evaluate a saved run (folder or checkpoint) under ``attacks`` on its test split.
-
-    Results are cached as JSON under ``<run>/eval/`` (the run folder of the checkpoint). A run
-    still being trained by another process is waited for (its lock, :mod:`.runlock`), and so is
-    the same evaluation running elsewhere (a lock per result file); other evaluations of the run
-    proceed in parallel. An evaluation identical to the run's final test evaluation (same
-    checkpoint, attacks among ``eval_attacks``, ``n == eval_n``, the training beta, same
-    ``sweep``) is read from its ``results.json`` instead of being computed again; ``cache=False``
-    always computes. A saved result is used only for the weights it was computed on (their
-    SHA-256, :func:`~cifs_edu.checkpoint.weights_digest`); other weights are evaluated afresh.
-
-    Args:
-        source: run folder or ``.pt`` file; which: ``"last"`` or ``"best"``.
-        attacks: attack names; n: test images (default: the run's ``eval_n``).
-        sweep: worst case over the attacker's betas (CIFS/CAS); beta: attacker's beta (default the training beta).
-    """
-    import hashlib
-
-    _check_eval_request(attacks, n, sweep, beta)
-    path = _checkpoint_path(source, which)
-    if path.parent.is_dir():
-        with run_lock(path.parent):  # a run being trained (or prepared) elsewhere: wait until it is done
-            pass
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: give a run folder (holding {which}.pt) or a .pt file")
-    model = load_model(path, device=device)
-    config: TrainConfig = model.train_config  # type: ignore[attr-defined]
-    dev = _resolve_device(config, device)
-    model = model.to(dev)
-    n = config.eval_n if n is None else n
-    beta = config.beta if beta is None else beta
-    spec = {"checkpoint": path.name, "epoch": model.checkpoint_epoch, "attacks": list(attacks), "n": n,  # type: ignore[attr-defined]
-            "sweep": sweep, "beta": beta, "aa_n": config.aa_n}
-    tag = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    out_path = path.parent / "eval" / f"{path.stem}-{tag}.json"
-    digest = model.weights_sha256  # type: ignore[attr-defined]
-    if cache and (saved := _cached(out_path, digest)) is not None:
-        return saved
-    # the same evaluation running in another process: wait for its result (other evaluations of the run go on)
-    with run_lock(out_path.with_suffix("")):
-        if cache and (saved := _cached(out_path, digest)) is not None:
-            return saved
-        return _evaluate(path, which, model, config, list(attacks), n, sweep, beta, dev, spec, out_path, progress, cache)
-
-
-def _cached(out_path: Path, digest: str) -> dict[str, Any] | None:
-    """A saved evaluation, only if it was computed on the weights with this digest."""
-    if not out_path.is_file():
-        return None
-    result = read_json(out_path)
-    return result if result.get("weights_sha256") == digest else None
-
-
-def _check_eval_request(attacks: Any, n: Any, sweep: Any, beta: Any) -> None:
-    """Validate :func:`evaluate_run`'s arguments before anything is loaded (one ConfigError listing all)."""
-    from ..losses import parse_beta
-
-    problems = []
-    if isinstance(attacks, str) or not isinstance(attacks, (list, tuple)) or not attacks:
-        problems.append(f"attacks must be a non-empty list of attack names (got {attacks!r})")
-    else:
-        for a in attacks:
-            try:
-                parse_attack(a)
-            except ValueError as e:
-                problems.append(str(e))
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        problems.append(f"n must be a number of test images >= 1, or None for the run's eval_n (got {n!r})")
-    if not isinstance(sweep, bool):
-        problems.append(f"sweep must be True or False (got {sweep!r})")
-    if beta is not None:
-        try:
-            parse_beta(beta)
-        except ValueError as e:
-            problems.append(f"beta: {e}")
-    if problems:
-        raise ConfigError("invalid evaluation: " + "; ".join(problems))
-
-
-def _evaluate(path: Path, which: str, model: nn.Module, config: TrainConfig, attacks: list[str], n: int | None,
-              sweep: bool, beta: Any, dev: torch.device, spec: dict[str, Any], out_path: Path, progress: bool,
-              cache: bool) -> dict[str, Any]:
-    if cache:
-        same = _from_final_eval(path, which, model, config, list(attacks), n, sweep, beta, dev)
-        if same is not None:
-            result = {"spec": spec, "run_name": config.run_name, "key": config.key(),
-                      "weights_sha256": model.weights_sha256, **same, "path": str(out_path)}
-            if dist.is_main():
-                write_json(out_path, result)
-            return result
-    data = load_tensors(config).to(dev)
-    k = data.x_test.shape[0] if n is None else min(n, data.x_test.shape[0])
-    ev = evaluate_model(model, data.x_test[:k], data.y_test[:k], attacks, eps=config.eps, adaptive=config.adaptive,
-                        beta=beta, sweep=sweep, batch_size=config.eval_batch_size, aa_n=config.aa_n,
-                        num_classes=data.num_classes, seed=config.seed, progress=progress)
-    result = {"spec": spec, "run_name": config.run_name, "key": config.key(),
-              "weights_sha256": model.weights_sha256, **ev, "path": str(out_path)}
-    if dist.is_main():
-        write_json(out_path, result)
-    return result

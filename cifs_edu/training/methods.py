@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..engine.fast import fast_copy
-from ..attacks.pgd import delta_bounds, pgd_loop
+from ..attacks.pgd import pgd_loop
 from ..losses import adaptive_loss, cross_entropy, loss_weights
 from ..outputs import ModelOutput
 
