@@ -1,7 +1,7 @@
-"""``python -m cifs_edu`` (see :mod:`cifs_edu.cli`)."""
+"""``python -m cifs_edu`` (see :mod:`cifs_edu.tools.cli`)."""
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -54,7 +54,7 @@ from .profiles import get_profile
 from .training.config import TrainConfig
 
 __all__ = [
-    "Row", "Table", "TABLES", "table_configs", "table_attacks", "reproduce", "ReproduceResult",
+    "Row", "Table", "TABLES", "table_configs", "train_command", "table_attacks", "reproduce", "ReproduceResult",
     "estimate_gpu_hours", "epoch_minutes", "FWD_GFLOP", "H100_TFLOPS", "list_tables",
 ]
 
@@ -291,6 +291,24 @@ def table_configs(key: str, profile: str = "smoke", **overrides: Any) -> dict[st
         values.update(overrides)
         out[row.name] = TrainConfig.from_profile(prof, **values)
     return out
+
+
+def train_command(config: TrainConfig) -> str:
+    """The ``python -m cifs_edu train`` command that trains exactly ``config`` (same key).
+
+    Flags are the fields in which ``config`` differs from its profile's defaults; each
+    ``model_options`` entry becomes ``--option KEY=JSON`` (``tests/test_cli.py`` parses every
+    table's commands back into their configurations)."""
+    import json
+    import shlex
+
+    flags = [f"--profile {config.profile}"]
+    for name, (value, _) in config.differences(TrainConfig.from_profile(config.profile)).items():
+        if name == "model_options":
+            flags += [f"--option {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in value.items()]
+        else:
+            flags.append(f"--{name.replace('_', '-')} {shlex.quote(value if isinstance(value, str) else json.dumps(value))}")
+    return "python -m cifs_edu train " + " ".join(flags)
 
 
 # ---------------------------------------------------------------------- estimates

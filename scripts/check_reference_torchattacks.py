@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     import torchattacks
 
     from cifs_edu import reference
+    from cifs_edu.tools.reference_run import reference_config
     from cifs_edu.training import load_model
     from cifs_edu.training.data import load_tensors
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="cpu", help="reference results to compare with: a committed name or a results .json path")
     args = p.parse_args(argv)
     model = load_model(args.checkpoint).eval()
-    cfg = reference.reference_config("none" if args.model == "vanilla" else "cifs", args.dataset)
+    cfg = reference_config("none" if args.model == "vanilla" else "cifs", args.dataset)
     data = load_tensors(cfg)
     order = reference.test_order(data.y_test.numel(), 0)[: args.n]
     x, y = data.x_test[order], data.y_test[order]

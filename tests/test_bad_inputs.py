@@ -149,7 +149,7 @@ def test_evaluate_run_on_a_missing_checkpoint_names_it(tmp_path):
     (["eval", "MISSING"], "no checkpoint at"),
 ])
 def test_cli_eval_bad_inputs_are_one_line_errors(tmp_path, capsys, argv, message):
-    from cifs_edu.cli import main
+    from cifs_edu.tools.cli import main
 
     (tmp_path / "run").mkdir()
     argv = [str(tmp_path / "run") if a == "RUN" else str(tmp_path / "missing") if a == "MISSING" else a for a in argv]
@@ -313,7 +313,7 @@ def test_train_config_refuses_bad_values(overrides, message):
     (["reproduce", "table99"], "unknown table"),
 ])
 def test_cli_bad_inputs_are_one_line_errors_and_touch_nothing(tmp_path, capsys, cifs_home, argv, message):
-    from cifs_edu.cli import main
+    from cifs_edu.tools.cli import main
 
     target = tmp_path / "target"
     if "FILE" in argv:

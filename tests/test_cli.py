@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cifs_edu.cli import build_parser, main
+from cifs_edu.tools.cli import build_parser, main
 from cifs_edu.profiles import ConfigError
 
 from .conftest import ROOT
@@ -125,7 +125,7 @@ def test_errors_are_one_line_with_status_2(tmp_path, args, message):
 
 
 def test_command_options_lists_train_flags_and_rejects_unknown_commands():
-    from cifs_edu.cli import command_options
+    from cifs_edu.tools.cli import command_options
 
     flags = [f for f, _ in command_options("train")]
     assert "--profile" in flags and "--defense" in flags and "-h, --help" not in flags
@@ -139,7 +139,7 @@ def test_train_options_are_generated_from_the_config_fields():
     with its FIELD_HELP line, and a flag sets exactly that field."""
     import dataclasses
 
-    from cifs_edu.cli import command_options
+    from cifs_edu.tools.cli import command_options
     from cifs_edu.training import TrainConfig
     from cifs_edu.training.config import FIELD_HELP
 
@@ -153,3 +153,22 @@ def test_train_options_are_generated_from_the_config_fields():
                                       "--eval-n", "null", "--cuda-graphs", "--random-start", "false", "--beta", "inf"])
     assert (args.milestones, args.eval_attacks, args.lr, args.eval_n) == ([3, 4], ["natural", "pgd20"], 0.05, None)
     assert (args.cuda_graphs, args.random_start, args.beta, args.epochs) == (True, False, "inf", None)
+
+
+@pytest.mark.parametrize("key", ["table1_cifar10_resnet18_last", "table2_svhn_resnet18_last", "tableD1_fmnist_resnet10_last",
+                                 "tableE2_positions", "tableE3_probe_arch", "table3_cifar10_fat_wrn28_10",
+                                 "tableE1_beta_train"])
+def test_printed_train_commands_parse_back_into_the_table_configs(key, monkeypatch, capsys):
+    """experiments.train_command (what chapter 09 prints) given to the real CLI builds the row's config (same key)."""
+    import shlex
+    from types import SimpleNamespace
+
+    import cifs_edu.training as training
+    from cifs_edu.experiments import table_configs, train_command
+
+    for row, config in table_configs(key, "paper").items():
+        seen = []
+        monkeypatch.setattr(training, "train", lambda c, **kw: seen.append(c) or SimpleNamespace(
+            metrics=None, history=[], run_dir="-"))
+        assert main(shlex.split(train_command(config))[3:]) == 0
+        assert seen[0].key() == config.key(), (key, row)

@@ -246,7 +246,7 @@ def test_make_env_applies_the_constraints_and_a_console_script_exists():
     make = (ROOT / "Makefile").read_text()
     assert "-c constraints.txt" in make
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert data["project"]["scripts"]["cifs-edu"] == "cifs_edu.cli:main"
+    assert data["project"]["scripts"]["cifs-edu"] == "cifs_edu.tools.cli:main"
 
 
 

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 
 from cifs_edu import reference
+from cifs_edu.analysis import mask_selectivity
+from cifs_edu.tools import reference_run
 from cifs_edu.errors import ConfigError
 
 
@@ -26,27 +28,27 @@ def _folder(root, n_train=45, n_test=20, classes=10):
 
 
 def test_mask_selectivity_bounds():
-    uniform = reference.mask_selectivity(torch.ones(3, 20))
+    uniform = mask_selectivity(torch.ones(3, 20))
     assert uniform["effective_channels"] == pytest.approx(20) and uniform["top_mass"] == pytest.approx(0.1)
-    one_hot = reference.mask_selectivity(torch.eye(20)[:4] * 7.0)
+    one_hot = mask_selectivity(torch.eye(20)[:4] * 7.0)
     assert one_hot["effective_channels"] == pytest.approx(1) and one_hot["top_mass"] == pytest.approx(1)
     with pytest.raises(ConfigError, match=r"\(N, C\)"):
-        reference.mask_selectivity(torch.ones(5))
+        mask_selectivity(torch.ones(5))
 
 
 def test_reference_recipe_is_the_paper_mask_with_warm_start():
-    cfg = reference.reference_config("cifs", "folder:/nowhere")
+    cfg = reference_run.reference_config("cifs", "folder:/nowhere")
     assert "scale" not in cfg.model_options and "label_rule" not in cfg.model_options
     assert cfg.warm_start_epochs == 2 and cfg.width == 16 and cfg.n_train is None and cfg.method == "pgd_at"
-    van = reference.reference_config("none", "folder:/nowhere")
+    van = reference_run.reference_config("none", "folder:/nowhere")
     assert van.training_dict() | {"defense": "cifs", "model_options": cfg.model_options} == cfg.training_dict()
     with pytest.raises(ConfigError, match="defense"):
-        reference.reference_config("cas")
+        reference_run.reference_config("cas")
 
 
 def test_tiny_run_writes_what_load_reads(tmp_path, monkeypatch):
     root = _folder(tmp_path / "images")
-    rec = reference.run(f"folder:{root}", tmp_path / "out", tiny=True, stages=("attacks", "channels", "sweep"),
+    rec = reference_run.run(f"folder:{root}", tmp_path / "out", tiny=True, stages=("attacks", "channels", "sweep"),
                         progress=False)
     path = tmp_path / "out" / "tiny.json"
     assert path.exists() and path.stat().st_size < 1_000_000
@@ -70,12 +72,12 @@ def test_tiny_run_writes_what_load_reads(tmp_path, monkeypatch):
     monkeypatch.setattr(reference, "_DIR", committed)
     (committed / "toy.json").write_text(path.read_text())
     for m in ("vanilla", "cifs"):
-        reference.export_weights(tmp_path / "out" / m, committed / f"toy-{m}.pt")
-    ext = reference.extend("toy", f"folder:{root}", ("full_grad",), progress=False)
+        reference_run.export_weights(tmp_path / "out" / m, committed / f"toy-{m}.pt")
+    ext = reference_run.extend("toy", f"folder:{root}", ("full_grad",), progress=False)
     assert set(ext["models"]["cifs"]["eval"]) == {"attacks", "channels", "sweep", "full_grad"}
     assert ext["models"]["cifs"]["eval"]["sweep"] == sweep and reference.load("toy")["extended"][0]["stages"] == ["full_grad"]
     # a second call trains and evaluates nothing new (same weights, stages skipped)
-    assert reference.run(f"folder:{root}", tmp_path / "out", tiny=True, stages=("attacks",), progress=False)[
+    assert reference_run.run(f"folder:{root}", tmp_path / "out", tiny=True, stages=("attacks",), progress=False)[
         "models"]["vanilla"]["eval_time_s"] == rec["models"]["vanilla"]["eval_time_s"]
 
 

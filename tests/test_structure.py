@@ -81,3 +81,22 @@ def test_no_library_module_imports_the_book_executor():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
                 assert not any("bookexec" in n for n in names), p
+
+
+def _line_count(paths) -> int:
+    return sum(len(p.read_text().splitlines()) for p in paths)
+
+
+def test_neither_the_core_nor_the_chapters_import_the_tools():
+    """cifs_edu.tools (CLI, reference-run program) sits above the core: only tools and __main__ import it."""
+    graph = _import_graph()
+    for mod, deps in graph.items():
+        if not mod.startswith(("cifs_edu.tools", "cifs_edu.__main__")):
+            assert not any(d.startswith("cifs_edu.tools") for d in deps), mod
+    for md in (ROOT / "book").glob("*.md"):
+        assert "cifs_edu.tools" not in md.read_text() and "cifs_edu.cli" not in md.read_text(), md
+
+
+def test_the_engine_stays_within_its_line_budget():
+    """Issue 19: the scale machinery (cifs_edu/engine) is at most 1,500 lines."""
+    assert _line_count((PKG / "engine").glob("*.py")) <= 1500

@@ -12,6 +12,9 @@ switch any of it off and the plain computation of :mod:`cifs_edu.attacks` and
 - :mod:`.distributed`: DistributedDataParallel under ``torchrun`` (``python -m cifs_edu train``).
 - :mod:`.runlock`: a file lock per run folder, so two processes never train or evaluate the
   same run at once (held by ``train``, ``evaluate_run`` and the zoo).
+- :mod:`.runs`, :mod:`.checkpoint`, :mod:`.rundir`: the run folder a training run keeps its books in
+  (``last.pt`` for exact resume, ``best.pt``, history, results), ``load_model``, ``evaluate_run`` and
+  its result cache (reused only for the weights it was computed on); atomic writes, digests.
 - :mod:`.prepare`: trains every model of the book ahead of its chapters, ``jobs`` processes at a
   time (``python -m cifs_edu prepare``, ``make models``, the book build); the weights are those
   :func:`cifs_edu.zoo.load` would train.

@@ -27,8 +27,8 @@ import json
 import sys
 from typing import Any, Sequence
 
-from .errors import ConfigError
-from .profiles import PROFILES
+from ..errors import ConfigError
+from ..profiles import PROFILES
 
 __all__ = ["main", "build_parser", "command_options"]
 
@@ -71,8 +71,8 @@ def _bool_value(text: str) -> bool:
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One ``--field-name`` per TrainConfig field (not ``profile``, ``model_options``), typed and
     described from the config itself: the CLI and the Python API share one configuration spine."""
-    from .training import TrainConfig
-    from .training.config import FIELD_CHOICES, FIELD_HELP
+    from ..training import TrainConfig
+    from ..training.config import FIELD_CHOICES, FIELD_HELP
 
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("profile", "model_options"):
@@ -92,8 +92,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m cifs_edu``."""
-    from .cifs import IMGFS
-    from .evaluate import ATTACK_HELP
+    from ..cifs import IMGFS
+    from ..evaluate import ATTACK_HELP
 
     p = argparse.ArgumentParser(prog="python -m cifs_edu", description="Train, evaluate and reproduce CIFS (Yan et al., ICML 2021).")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,reproduce,prepare,reference,list}")
@@ -185,8 +185,8 @@ def _cpu_threads(profile: str | None):
     the profile's: one thread for ``smoke``), then restore torch's setting (``main`` may run in-process)."""
     import torch
 
-    from .profiles import get_profile
-    from .runtime import cpu_threads
+    from ..profiles import get_profile
+    from ..runtime import cpu_threads
 
     before = torch.get_num_threads()
     n = cpu_threads(get_profile(profile))
@@ -199,7 +199,7 @@ def _cpu_threads(profile: str | None):
 
 
 def _train(args) -> int:
-    from .training import TrainConfig, train
+    from ..training import TrainConfig, train
 
     fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("profile", "model_options")]
     over: dict[str, Any] = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
@@ -215,7 +215,7 @@ def _train(args) -> int:
     config = TrainConfig.from_profile(args.profile, **over)
     result = train(config, run_dir=args.run_dir, resume=not args.no_resume, progress=not args.no_progress,
                    device=args.device, max_epochs=args.max_epochs)
-    from .engine import distributed as dist
+    from ..engine import distributed as dist
 
     if not dist.is_main():
         return 0
@@ -239,7 +239,7 @@ def _fmt(acc: dict[str, float]) -> str:
 
 
 def _eval(args) -> int:
-    from .training import evaluate_run
+    from ..training import evaluate_run
 
     attacks = args.attack or ["pgd20"]
     sweep = args.sweep
@@ -265,8 +265,8 @@ def _eval(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .experiments import reproduce
-    from .profiles import get_profile
+    from ..experiments import reproduce
+    from ..profiles import get_profile
 
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
     reproduce(args.table, get_profile(args.profile).name, rows=rows, device=args.device,
@@ -275,8 +275,8 @@ def _reproduce(args) -> int:
 
 
 def _prepare(args) -> int:
-    from . import zoo
-    from .profiles import get_profile
+    from .. import zoo
+    from ..profiles import get_profile
 
     profile = get_profile(args.profile)
     if args.plan:
@@ -284,29 +284,30 @@ def _prepare(args) -> int:
             sweep = f"sweep on {item.sweep_n or 'all'} test images" if item.sweep else "no sweep"
             print(f"{item.name:26s} {item.config.run_name}  ({sweep})")
         return 0
-    from .engine.prepare import prepare
+    from ..engine.prepare import prepare
 
     prepare(profile, jobs=args.jobs, threads=args.threads, seed=args.seed)
     return 0
 
 
 def _reference(args) -> int:
-    from . import reference
+    from .. import reference
+    from . import reference_run
 
     if args.extend:
-        rec = reference.extend(args.extend, args.dataset, tuple(args.stage or ("autoattack",)),
+        rec = reference_run.extend(args.extend, args.dataset, tuple(args.stage or ("autoattack",)),
                                models=tuple(args.model or ("vanilla", "cifs")), progress=not args.no_progress)
         print(reference.table1(rec).round(1).to_string())
         return 0
-    rec = reference.run(args.dataset, args.out, models=tuple(args.model or ("vanilla", "cifs")), seed=args.seed,
-                        tiny=args.tiny, stages=tuple(args.stage or reference.STAGES), progress=not args.no_progress,
-                        recipe=args.recipe, device=args.device, name=args.name)
+    rec = reference_run.run(args.dataset, args.out, models=tuple(args.model or ("vanilla", "cifs")), seed=args.seed,
+                            tiny=args.tiny, stages=tuple(args.stage or reference_run.STAGES),
+                            progress=not args.no_progress, recipe=args.recipe, device=args.device, name=args.name)
     print(reference.table1(rec).round(1).to_string())
     return 0
 
 
 def _list(args) -> int:
-    from .experiments import list_tables
+    from ..experiments import list_tables
 
     for t in list_tables():
         hours = "?" if t["gpu_hours_paper"] is None else f"{t['gpu_hours_paper']:.0f}"
@@ -316,10 +317,10 @@ def _list(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for configuration, data and checkpoint errors)."""
-    from .engine.checkpoint import CheckpointError
+    from ..engine.checkpoint import CheckpointError
 
     try:
-        from .datasets import DataNotFoundError
+        from ..datasets import DataNotFoundError
     except ImportError:  # pragma: no cover - the data module is part of the package
         DataNotFoundError = FileNotFoundError  # type: ignore[misc,assignment]
 
@@ -335,6 +336,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        from .engine import distributed as dist
+        from ..engine import distributed as dist
 
         dist.shutdown()
