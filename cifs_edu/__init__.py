@@ -21,12 +21,12 @@ Library map (each module is named after the paper's concept it implements):
 - :mod:`cifs_edu.training` -- PGD-AT, TRADES, FAT; :class:`TrainConfig`, :func:`train`, :func:`load_or_train`;
 - :mod:`cifs_edu.zoo` -- the named models the chapters share (``zoo.load("cifs_at")``);
 - :mod:`cifs_edu.report` -- :func:`robustness_report`: the gradient-masking checklist, best known attack;
-- :mod:`cifs_edu.experiments` -- the configs behind each paper table, ``reproduce``, GPU-hour estimates;
+- :mod:`cifs_edu.experiments` -- the configs behind each paper table, the ``train`` command of a row, GPU-hour estimates;
 - :mod:`cifs_edu.reference` -- the committed reference run on real CIFAR-10 (its loader and tables);
 - :mod:`cifs_edu.paper` -- the paper's tables, printed beside a run's numbers.
 
 Beside the core: :mod:`cifs_edu.engine` (speed paths, run folders, checkpoints, locks) and
-:mod:`cifs_edu.tools` (the command line ``python -m cifs_edu`` and the reference-run program).
+:mod:`cifs_edu.tools` (the command line ``python -m cifs_edu``, ``reproduce`` and the reference-run program).
 """
 from __future__ import annotations
 

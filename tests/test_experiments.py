@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from cifs_edu.experiments import TABLES, estimate_gpu_hours, list_tables, reproduce, table_attacks, table_configs
+from cifs_edu.experiments import TABLES, estimate_gpu_hours, list_tables, table_attacks, table_configs
+from cifs_edu.tools.reproduce import reproduce
 from cifs_edu.paper import paper_table
 from cifs_edu.profiles import PROFILES, ConfigError
 

@@ -265,7 +265,7 @@ def _eval(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from ..experiments import reproduce
+    from .reproduce import reproduce
     from ..profiles import get_profile
 
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
