@@ -72,6 +72,9 @@ class Profile:
         threads: CPU threads for torch (``None``: torch's default). ``smoke`` uses 1: its width-8
             models do so little work per operation that splitting it over threads costs more
             than it saves (chapters ran 4-10x slower with 2 threads on a busy 2-core machine).
+        report: the sizes of :func:`cifs_edu.report.robustness_report` at this profile, as
+            :class:`~cifs_edu.report.ReportConfig` fields (the others keep its defaults, the paper's
+            evaluation: 1,000 examples, PGD up to 500 steps, the standard AutoAttack).
     """
 
     name: str
@@ -104,7 +107,7 @@ class Profile:
     normalize: str | None = None
     warm_start_epochs: int = 0
     threads: int | None = None
-    extra: dict = field(default_factory=dict, compare=False)
+    report: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         problems = []
@@ -242,6 +245,10 @@ PROFILES: dict[str, Profile] = {
         sweep_n=100,
         normalize="synthetic",  # see NORMALIZE_NOTE
         threads=1,
+        # about half a minute per model on 2 idle CPU cores: AutoAttack without FAB-T, at 5 steps
+        report=dict(n=64, eps_multipliers=(1, 2, 4, 8), sweep_steps=5, steps=(5, 10, 20), restarts=2, restart_steps=5,
+                    apgd_steps=8, square_queries=50, transfer_steps=5, adaptive_steps=10, betas=(2, "inf"), aa_steps=5,
+                    aa_queries=50, aa_components=("apgd-ce", "apgd-t", "square"), batch_size=256),
     ),
     "laptop": Profile(
         name="laptop",
@@ -264,6 +271,8 @@ PROFILES: dict[str, Profile] = {
         device="cpu",
         cifs_mask_scale="channels",
         sweep_n=500,
+        report=dict(n=200, steps=(10, 20, 50, 100), restarts=3, restart_steps=20, apgd_steps=50, square_queries=1000,
+                    transfer_steps=20, aa_steps=50, aa_queries=1000, batch_size=200),
     ),
     "colab": Profile(
         name="colab",
@@ -289,6 +298,8 @@ PROFILES: dict[str, Profile] = {
         # the authors' warm start: the paper's mask (it sums to 1) needed it on the full CIFAR-10 in the
         # reference-cpu run, and a short GPU schedule must not spend its budget at chance accuracy
         warm_start_epochs=2,
+        report=dict(n=1000, steps=(10, 20, 100, 200), restarts=5, restart_steps=50, apgd_steps=100, square_queries=2000,
+                    transfer_steps=50, aa_steps=100, aa_queries=2000),
     ),
     "reference-cpu": Profile(
         name="reference-cpu",
@@ -334,6 +345,7 @@ PROFILES: dict[str, Profile] = {
         num_workers=4,
         eval_attacks=("natural", "fgsm", "pgd20", "cw", "pgd100"),
         eval_sweep=True,
+        report=dict(n=1000),
     ),
 }
 

@@ -254,39 +254,21 @@ class ReportConfig:
 
     @classmethod
     def from_profile(cls, profile: str | Profile | None = None, **overrides: Any) -> "ReportConfig":
-        """The preset of a profile (``smoke``, ``laptop``, ``colab``, ``paper``), then ``overrides``.
+        """The sizes of a profile (:attr:`cifs_edu.profiles.Profile.report`), its eps, then ``overrides``.
 
-        - ``smoke``: 64 examples, ladder 5-10-20, 2 restarts, Square 50 queries, betas (2, inf), AutoAttack
-          without FAB-T at 5 steps: about half a minute per model on 2 idle CPU cores;
-        - ``laptop``: 200 examples, ladder 10-20-50-100, 3 restarts, Square 1,000 queries, all betas;
-        - ``colab``: 1,000 examples, ladder 10-20-100-200, 5 restarts, Square 2,000 queries;
-        - ``paper``: 1,000 examples, ladder 10-20-100-500, 5 restarts of PGD-100, Square 5,000
-          queries, APGD-100, the full beta sweep, the standard AutoAttack (100 steps, 5,000 queries).
-
-        The ``seed`` (example choice and random starts) is the active session's unless given.
+        ``smoke``: 64 examples, ladder 5-10-20, Square 50 queries, betas (2, inf), AutoAttack without
+        FAB-T at 5 steps (about half a minute per model on 2 CPU cores); ``laptop``: 200 examples;
+        ``colab``: 1,000; ``paper``: 1,000 with the defaults (ladder to PGD-500, 5 restarts of
+        PGD-100, Square 5,000 queries, the standard AutoAttack). The ``seed`` (example choice and
+        random starts) is the active session's unless given.
         """
+        from .runtime import current
+
         prof = get_profile(profile)
-        presets: dict[str, dict[str, Any]] = {
-            "smoke": dict(n=64, eps_multipliers=(1, 2, 4, 8), sweep_steps=5, steps=(5, 10, 20), restarts=2,
-                          restart_steps=5, apgd_steps=8, square_queries=50, transfer_steps=5, adaptive_steps=10,
-                          betas=(2, "inf"), aa_steps=5, aa_queries=50, aa_components=("apgd-ce", "apgd-t", "square"),
-                          batch_size=256),
-            "laptop": dict(n=200, steps=(10, 20, 50, 100), restarts=3, restart_steps=20, apgd_steps=50,
-                           square_queries=1000, transfer_steps=20, aa_steps=50, aa_queries=1000, batch_size=200),
-            "colab": dict(n=1000, steps=(10, 20, 100, 200), restarts=5, restart_steps=50, apgd_steps=100,
-                          square_queries=2000, transfer_steps=50, aa_steps=100, aa_queries=2000),
-            "paper": dict(n=1000),
-        }
-        values = dict(presets.get(prof.name, {}))
-        values["eps"] = prof.eps
         unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
         if unknown:
             raise ConfigError(f"unknown ReportConfig field(s) {unknown}")
-        from .runtime import current
-
-        values["seed"] = current().seed  # the session's (CIFS_SEED), unless overridden
-        values.update(overrides)
-        return cls(**values)
+        return cls(**{**prof.report, "eps": prof.eps, "seed": current().seed, **overrides})
 
     def replace(self, **changes: Any) -> "ReportConfig":
         """A copy with some fields changed (validated again)."""
