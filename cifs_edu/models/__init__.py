@@ -71,14 +71,6 @@ def _default_hidden(arch: str, width: int) -> int:
     return max(1, 2 * width)
 
 
-def _channels(arch: str, width: int) -> dict[str, int]:
-    if arch == "wrn28_10":
-        return {"P1": 64 * width, "P2": 64 * width}
-    if arch == "resnet10":
-        return {"P1": 8 * width, "P2": 4 * width}
-    return {"P1": 8 * width, "P2": 8 * width}
-
-
 def build_model(
     arch: str = "resnet18",
     defense: str = "none",
