@@ -30,20 +30,44 @@ Beside the core: :mod:`cifs_edu.engine` (speed paths, run folders, checkpoints, 
 """
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from ._version import __version__
-from .attacks import CW, FGSM, PGD, AutoAttack, robust_accuracy, sweep
-from .cas import CASLayer
-from .cifs import CIFSConfig, CIFSLayer
-from .datasets import DataNotFoundError, DataSplits, as_tensors, class_counts, load_data
-from .losses import BETA_SWEEP, adaptive_loss
-from .models import build_model, count_parameters, load_authors_state_dict, load_backbone_state_dict, mask_grad
-from .outputs import ModelOutput
 from .errors import ConfigError
-from .profiles import PROFILES, Profile, get_profile
-from .runtime import Session, current, setup
-from .training import TrainConfig, TrainResult, load_model, load_or_train, train
-from .report import RobustnessReport, compare_reports, robustness_report
-from . import zoo
+
+#: Where each top-level name lives. Nothing below is imported until it is used, so
+#: ``from cifs_edu.cifs import CIFSLayer`` loads the CIFS layer and what it needs, not the whole library.
+_HOME = {
+    "CW": "attacks", "FGSM": "attacks", "PGD": "attacks", "AutoAttack": "attacks", "robust_accuracy": "attacks",
+    "sweep": "attacks", "CASLayer": "cas", "CIFSConfig": "cifs", "CIFSLayer": "cifs",
+    "DataNotFoundError": "datasets", "DataSplits": "datasets", "as_tensors": "datasets", "class_counts": "datasets",
+    "load_data": "datasets", "BETA_SWEEP": "losses", "adaptive_loss": "losses", "build_model": "models",
+    "count_parameters": "models", "load_authors_state_dict": "models", "load_backbone_state_dict": "models",
+    "mask_grad": "models", "ModelOutput": "outputs", "PROFILES": "profiles", "Profile": "profiles",
+    "get_profile": "profiles", "Session": "runtime", "current": "runtime", "setup": "runtime",
+    "TrainConfig": "training", "TrainResult": "training", "load_model": "training", "load_or_train": "training",
+    "train": "training", "RobustnessReport": "report", "compare_reports": "report", "robustness_report": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a top-level name (or a submodule, e.g. ``cifs_edu.zoo``) on first use (PEP 562)."""
+    if name in _HOME:
+        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    try:
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 __all__ = [
     "__version__",

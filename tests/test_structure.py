@@ -100,3 +100,27 @@ def test_neither_the_core_nor_the_chapters_import_the_tools():
 def test_the_engine_stays_within_its_line_budget():
     """Issue 19: the scale machinery (cifs_edu/engine) is at most 1,500 lines."""
     assert _line_count((PKG / "engine").glob("*.py")) <= 1500
+
+
+def test_the_package_imports_its_names_on_first_use():
+    """``import cifs_edu.cifs`` loads the CIFS layer alone; every public name still resolves to its home module's object."""
+    import importlib
+    import subprocess
+    import sys
+
+    code = ("import sys, cifs_edu.cifs; "
+            "print(sorted(m for m in sys.modules if m.startswith('cifs_edu')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert eval(out) == ["cifs_edu", "cifs_edu._version", "cifs_edu.cifs", "cifs_edu.errors"]
+    import cifs_edu
+
+    for name in cifs_edu.__all__:
+        value = getattr(cifs_edu, name)
+        home = cifs_edu._HOME.get(name)
+        if home is not None:
+            assert value is getattr(importlib.import_module(f"cifs_edu.{home}"), name), name
+    assert set(cifs_edu._HOME) <= set(cifs_edu.__all__)
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        cifs_edu.no_such_name  # noqa: B018
