@@ -1,4 +1,4 @@
-"""Reference runs on real CIFAR-10: the recipe, its evaluation and the committed results.
+"""The committed reference runs on real CIFAR-10: their results, provenance and tables.
 
 The book's live runs use the embedded synthetic data (``smoke``). Beside them it shows one
 **reference run on real images, precomputed**: the ``reference-cpu`` profile (ResNet-18 of

@@ -95,10 +95,13 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Write ``history.jsonl`` (one JSON line per epoch record) atomically."""
     atomic_write_bytes(run_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in history).encode())
 
 
 def resolve_device(config: TrainConfig, device: Any) -> torch.device:
+    """The device a run trains or evaluates on: this process's GPU under ``torchrun``, else ``device``
+    (``"cpu"``/``"cuda"``), else the profile's choice (CUDA when available and wanted)."""
     from ..runtime import pick_device
 
     info = dist.info()
@@ -120,6 +123,7 @@ def _checkpoint_path(source: str | Path, which: str) -> Path:
 
 
 def load_weights(model: nn.Module, state: dict, path: Path) -> None:
+    """``model.load_state_dict(state)``; a mismatch raises :class:`CheckpointMismatchError` naming ``path``."""
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
