@@ -83,10 +83,13 @@ def glue(name: str, value: Any, fmt: str | None = None) -> None:
     """Store ``value`` in this cell's output under ``name`` for the prose (``{glue:text}`name```).
 
     ``fmt`` is a format spec applied first (e.g. ``".1f"``); without it the text is ``str(value)``.
+    The page shows that text verbatim: it is stored as its ``repr``, because myst-nb reads a glued
+    ``text/plain`` back with ``ast.literal_eval`` (a bare ``"[+0.2, +2.9]"`` would come back as the
+    list ``[0.2, 2.9]``, ``"6.40, 6.23"`` as a tuple, ``"6.40"`` as ``6.4``).
     Nothing is shown in the notebook itself.
     """
     from IPython.display import display
 
     text = format(value, fmt) if fmt else str(value)
-    display({_GLUE_PREFIX + "text/plain": text}, raw=True,
+    display({_GLUE_PREFIX + "text/plain": repr(text)}, raw=True,
             metadata={"scrapbook": {"name": name, "mime_prefix": _GLUE_PREFIX}})

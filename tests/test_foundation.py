@@ -278,3 +278,23 @@ def test_package_version_matches_pyproject():
     import cifs_edu
 
     assert cifs_edu.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_glued_text_reaches_the_page_verbatim(monkeypatch):
+    """myst-nb reads a glued text/plain back with literal_eval: the text must survive it unchanged
+    (before the fix "[+0.2, +2.9]" rendered as "[0.2, 2.9]" and "6.40, 6.23" as "(6.4, 6.23)")."""
+    import IPython.display
+    from myst_nb.core.variables import format_plain_text
+
+    from cifs_edu.claims import _GLUE_PREFIX, glue
+
+    seen = []
+    monkeypatch.setattr(IPython.display, "display", lambda data, **kw: seen.append((data, kw)))
+    for value, fmt, page in (("[+0.2, +2.9]", None, "[+0.2, +2.9]"), ("6.40, 6.23", None, "6.40, 6.23"),
+                             (1.5, "+.1f", "+1.5"), (6.4, ".2f", "6.40"), (1000, ",", "1,000"),
+                             ("it's 'quoted'", None, "it's 'quoted'"), (3, None, "3")):
+        seen.clear()
+        glue("name", value, fmt)
+        data, kw = seen[0]
+        assert format_plain_text(data[_GLUE_PREFIX + "text/plain"], "") == page
+        assert kw["metadata"]["scrapbook"]["name"] == "name" and kw["raw"] is True
