@@ -37,7 +37,7 @@ from ..engine.checkpoint import CheckpointMismatchError, check_config, load_chec
 from ..engine.rundir import check_run_dir, clear_run, mark_run_dir
 from ..engine.runlock import run_lock
 from ..engine.runs import (
-    RESULTS, load_model, read_history, resolve_device, restore_state, run_dir_for, save_epoch, LAST,
+    LAST, RESULTS, load_model, read_history, resolve_device, restore_state, run_dir_for, save_epoch,
 )
 from ..errors import ConfigError
 from ..evaluate import accuracy_counts, evaluate_model
