@@ -124,3 +124,12 @@ def test_the_package_imports_its_names_on_first_use():
 
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         cifs_edu.no_such_name  # noqa: B018
+
+
+def test_the_readme_module_map_names_every_module():
+    """The README's map ("Where things live") lists every public module and subpackage of cifs_edu."""
+    readme = (ROOT / "README.md").read_text()
+    names = [p.name for p in PKG.glob("*.py") if not p.name.startswith("_")]
+    names += [p.name + "/" for p in PKG.iterdir() if (p / "__init__.py").is_file()]
+    missing = [n for n in names if f"`{n}`" not in readme]
+    assert not missing, f"README module map lacks {missing}"
