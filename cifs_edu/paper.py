@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
-from typing import Mapping
+from typing import Any, Mapping
 
 __all__ = ["paper_tables", "paper_table", "paper_settings", "comparison"]
 
@@ -40,7 +40,7 @@ def paper_settings() -> dict:
 
 
 def comparison(run: Mapping[str, Mapping[str, float]], paper_key: str, profile_name: str,
-               columns: list[str] | None = None):
+               columns: list[str] | None = None, *, paper_rows: Mapping[str, Any] | None = None):
     """A table with the run's numbers next to the paper's, one row per (model, source).
 
     Args:
@@ -48,13 +48,16 @@ def comparison(run: Mapping[str, Mapping[str, float]], paper_key: str, profile_n
         paper_key: key of :func:`paper_table`.
         profile_name: the profile that produced ``run`` (shown in every row label).
         columns: column order; defaults to the paper table's columns.
+        paper_rows: the paper's rows in the run's layout, when they need reshaping first (e.g. a
+            beta sweep flattened to one row per beta); default: :func:`paper_table`'s rows.
 
     Returns:
         A ``pandas.DataFrame`` indexed by (model, source); missing cells are NaN.
     """
     import pandas as pd
 
-    paper_rows = paper_table(paper_key)["rows"]
+    if paper_rows is None:
+        paper_rows = paper_table(paper_key)["rows"]
     if columns is None:
         columns = []
         for row in list(paper_rows.values()) + list(run.values()):

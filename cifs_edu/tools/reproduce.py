@@ -191,17 +191,8 @@ def _flatten_paper(table: Table) -> dict[str, Any]:
 
 def _frame(table: Table, run: dict[str, Any], profile: str):
     """DataFrame with this run's and the paper's numbers, indexed by (model, source)."""
-    import pandas as pd
+    from ..paper import comparison
 
-    paper = _flatten_paper(table)
     run_flat = {k: ({"pgd20": v} if not isinstance(v, Mapping) else v) for k, v in run.items()}
-    columns = list(table.columns)
-    records, index = [], []
-    for name in dict.fromkeys(list(run_flat) + list(paper)):
-        for source, rows in ((f"this run ({profile})", run_flat), ("paper", paper)):
-            if name in rows and isinstance(rows[name], Mapping):
-                index.append((name, source))
-                records.append({c: rows[name].get(c) for c in columns})
-    frame = pd.DataFrame.from_records(records, columns=columns).astype(float)
-    frame.index = pd.MultiIndex.from_tuples(index, names=["model", "source"])
-    return frame
+    return comparison(run_flat, table.paper_key, profile, list(table.columns),
+                      paper_rows=_flatten_paper(table)).astype(float)
