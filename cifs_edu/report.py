@@ -88,7 +88,7 @@ from .attacks.accuracy import iterate_batches
 from .attacks.external import Square, TorchattacksAPGD
 from .attacks.frozen import FrozenMask, selector_layers
 from .attacks.pgd import PGD
-from .attacks.sweep import beta_label
+from .attacks.beta_sweep import beta_label
 from .cifs import CIFSLayer
 from .losses import BETA_SWEEP, Beta, loss_weights, parse_beta
 from .errors import ConfigError

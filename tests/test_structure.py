@@ -126,6 +126,41 @@ def test_the_package_imports_its_names_on_first_use():
         cifs_edu.no_such_name  # noqa: B018
 
 
+def test_attacks_and_models_load_what_is_used():
+    """``from cifs_edu.attacks import PGD`` loads no AutoAttack, C&W or beta sweep; ``build_model("resnet18")``
+    loads neither the WRN nor the checkpoint loaders; every public name of both packages resolves to its home."""
+    import importlib
+    import subprocess
+    import sys
+
+    code = ("import sys; from cifs_edu.attacks import PGD; from cifs_edu.models import build_model; "
+            "build_model('resnet18', defense='cifs', width=2); "
+            "print(sorted(m for m in sys.modules if m.startswith('cifs_edu.attacks') or m.startswith('cifs_edu.models')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert eval(out) == ["cifs_edu.attacks", "cifs_edu.attacks.base", "cifs_edu.attacks.pgd", "cifs_edu.models",
+                         "cifs_edu.models.base", "cifs_edu.models.normalize", "cifs_edu.models.resnet"]
+    import cifs_edu.attacks as A
+    import cifs_edu.models as M
+
+    for pkg, homes in ((A, A._HOME), (M, M._LAZY)):
+        assert set(homes) <= set(pkg.__all__)
+        for name in pkg.__all__:
+            value = getattr(pkg, name)
+            if name in homes:
+                home = homes[name]
+                module = importlib.import_module(home if home.startswith(".") else "." + home, pkg.__name__)
+                assert value is getattr(module, name), name
+    import cifs_edu.attacks.beta_sweep  # noqa: F401  (a submodule import must not hide the function)
+
+    assert callable(A.sweep) and A.sweep.__module__ == "cifs_edu.attacks.beta_sweep"
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        A.nope  # noqa: B018
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        M.nope  # noqa: B018
+
+
 def test_the_readme_module_map_names_every_module():
     """The README's map ("Where things live") lists every public module and subpackage of cifs_edu."""
     readme = (ROOT / "README.md").read_text()

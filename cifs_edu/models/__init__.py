@@ -20,8 +20,9 @@ authors' code uses) and :mod:`cifs_edu.cas` for CAS.
 """
 from __future__ import annotations
 
+import importlib
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch.nn as nn
 
@@ -29,10 +30,8 @@ from ..cifs import CIFSConfig, PROBE_KINDS
 from ..errors import ConfigError
 from ..names import ARCHS, DEFENSES
 from .base import FORWARD_ORDER, SelectiveNet
-from .checkpoints import authors_key_map, load_authors_state_dict, load_backbone_state_dict
 from .normalize import DATASET_STATS, Normalize, NormalizeSpec, normalize_problems
 from .resnet import RESNET_BLOCKS, BasicBlock, CIFARResNet
-from .wrn import WideResNet
 
 __all__ = [
     "ARCHS",
@@ -51,6 +50,19 @@ __all__ = [
     "load_authors_state_dict",
     "authors_key_map",
 ]
+
+#: Loaded on first use (a ResNet chapter never reads them): the WRN and the checkpoint loaders.
+_LAZY = {"WideResNet": "wrn", "load_backbone_state_dict": "checkpoints", "load_authors_state_dict": "checkpoints",
+         "authors_key_map": "checkpoints"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 POSITIONS = ("P1", "P2")
 
@@ -229,6 +241,8 @@ def build_model(
         arch=arch,
     )
     if arch == "wrn28_10":
+        from .wrn import WideResNet
+
         return WideResNet(depth=28, widen_factor=width, drop_rate=float(drop_rate), **common)
     return CIFARResNet(num_blocks=RESNET_BLOCKS[arch], width=width, **common)
 
