@@ -168,3 +168,29 @@ def test_the_readme_module_map_names_every_module():
     names += [p.name + "/" for p in PKG.iterdir() if (p / "__init__.py").is_file()]
     missing = [n for n in names if f"`{n}`" not in readme]
     assert not missing, f"README module map lacks {missing}"
+
+
+def test_core_size_counts_modules_whose_functions_ran(tmp_path):
+    """scripts/core_size.py --executed: a module counts when one of its function bodies ran; a function
+    that never ran is listed once (its nested functions are not listed again)."""
+    import ast
+    import importlib.util
+
+    import coverage
+
+    spec = importlib.util.spec_from_file_location("core_size", ROOT / "scripts" / "core_size.py")
+    core_size = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(core_size)
+    cas = PKG / "cas.py"
+    funcs = [n for n in ast.walk(ast.parse(cas.read_text())) if isinstance(n, ast.FunctionDef)]
+    ran, idle = funcs[0], funcs[1]
+    data = coverage.CoverageData(basename=str(tmp_path / ".coverage.x"))
+    data.add_lines({str(cas): [ran.body[0].lineno]})
+    data.write()
+    out = core_size.executed({"x": tmp_path / ".coverage.x"})
+    assert out["lines of modules whose functions ran"] == {"x": len(cas.read_text().splitlines()),
+                                                           "all chapters (union)": len(cas.read_text().splitlines())}
+    never = [name for _, name in out["functions no chapter ran"]["functions"]]
+    assert any(name.startswith("cas.py:") and name.endswith(idle.name) for name in never)
+    assert not any(name.startswith("cas.py:") and name.endswith("." + ran.name) or name == f"cas.py:{ran.name}"
+                   for name in never)
