@@ -129,166 +129,113 @@ def _channel_scaled(values: Mapping[str, Any]) -> Any:
     return {**opts, "scale": _last_cifs_channels(arch, width)}
 
 
-#: One line per :class:`TrainConfig` field: the ``--field-name`` help of ``python -m cifs_edu train``
-#: (generated from the fields, so the CLI and the Python API share one spine). Details: the class docstring.
-FIELD_HELP: dict[str, str] = {
-    "profile": "profile the values came from (a label; part of the run folder's name)",
-    "dataset": "synthetic, cifar10, svhn, fmnist or folder:PATH",
-    "n_train": "training images (null = all)",
-    "n_val": "validation images held out of the training data (pick the best epoch)",
-    "n_test": "test images (null = all)",
-    "augment": "auto (crop+flip for CIFAR-10 and folders, none otherwise), crop_flip, crop or none",
-    "arch": "backbone: resnet18 (the paper's), resnet10 (Fashion-MNIST) or wrn28_10",
-    "defense": "none (vanilla), cifs (this paper) or cas (Bai et al.)",
-    "width": "ResNet base width (64 = the paper's) or WRN widen factor",
-    "model_options": "further build_model keywords (CLI: --option KEY=VALUE)",
-    "method": "standard, pgd_at (Madry), trades or fat",
-    "beta": "beta of the adaptive loss, Eq. 3 (the paper: 2); ignored by vanilla models",
-    "loss_scale": "paper (Eq. 3) or authors (their script's 3/(1+beta) factor)",
-    "trades_beta": "TRADES' weight of the KL term (6)",
-    "fat_tau": "FAT's tau: an int >= 0 or dynamic (FAT's schedule 0, 1, 2)",
-    "fat_omega": "std of the Gaussian noise FAT's code adds per step (0 = the FAT paper)",
-    "epochs": "number of epochs",
-    "batch_size": "SGD batch size (the paper: 128)",
-    "lr": "initial learning rate (the paper: 0.1)",
-    "milestones": "epochs after which lr is multiplied by lr_gamma, e.g. 100,105",
-    "lr_gamma": "learning-rate factor at each milestone (0.1)",
-    "momentum": "SGD momentum (0.9)",
-    "weight_decay": "SGD weight decay (the paper: 2e-4 for ResNet-18)",
-    "warm_start_epochs": "the first N epochs train the same model naturally (the authors' warm start)",
-    "eps": "l_inf budget of training and evaluation attacks, inputs in [0, 1] (8/255)",
-    "train_steps": "PGD steps of the training attack (the paper: 10)",
-    "train_step_size": "step size of the training attack (the paper: 2/255)",
-    "random_start": "uniform random start of the training attack",
-    "eval_every": "validate every N epochs (and after the last)",
-    "val_steps": "PGD steps of the per-epoch validation",
-    "val_step_size": "step of the validation PGD (null = eps/4)",
-    "eval_attacks": "final test attacks, e.g. natural,fgsm,pgd20,cw,autoattack",
-    "eval_sweep": "CIFS/CAS: report the worst case over the attacker's betas (Table B.3)",
-    "eval_n": "test images of the final evaluation (null = all)",
-    "eval_best": "also evaluate best.pt",
-    "eval_batch_size": "batch size of the evaluation attacks",
-    "aa_n": "test images for AutoAttack",
-    "seed": "random seed (default: $CIFS_SEED or 0)",
-    "amp": "mixed precision on CUDA: auto, off, bf16 or fp16",
-    "channels_last": "memory format: auto (= on), on or off",
-    "compile": "torch.compile the training forward (CUDA)",
-    "fast_attack": "training attack on a BN-folded frozen copy (same examples up to rounding): auto, on, off",
-    "cuda_graphs": "pgd_at on one GPU: replay the training attack from a CUDA graph (same examples)",
-}
+def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = dataclasses.MISSING) -> Any:
+    """A :class:`TrainConfig` field with its one-line ``help`` (the CLI's help text)."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run (see the module docstring). All fields are plain JSON types.
+    """One training run (see the module docstring). All fields are plain JSON types; each field's one-line
+    meaning stands beside it (the ``--field-name`` help of ``python -m cifs_edu train``; all of them:
+    :data:`FIELD_HELP`). What needs more than a line:
 
-    Data:
-        profile: name of the profile the values came from (a label; part of the folder name).
-        dataset: ``"synthetic"``, ``"cifar10"``, ``"svhn"``, ``"fmnist"`` or ``"folder:<path>"``.
-        n_train, n_val, n_test: subset sizes (``None`` = all); ``n_val`` images are held out
-            of the training data to pick the best epoch (never the test set).
-        augment: ``"auto"`` (random crop with 4-pixel padding + horizontal flip for CIFAR-10
-            and image folders; none for the synthetic data, SVHN digits and Fashion-MNIST),
-            ``"crop_flip"``, ``"crop"`` or ``"none"``.
-    Model:
-        arch, defense, width: passed to :func:`cifs_edu.models.build_model` (for
-            ``wrn28_10`` the width is the widen factor).
-        model_options: further ``build_model`` keywords (CIFS: positions, probes, k, imgf, ...).
-    Method:
-        method: one of :data:`METHODS`.
-        beta: beta of the adaptive loss (Eq. 3) for CIFS/CAS training and training attacks
-            (the paper: 2 = |I|). Ignored by vanilla models (plain CE).
-        loss_scale: ``"paper"`` (Eq. 3) or ``"authors"`` (their script's 3/(1+beta) factor).
-        trades_beta: TRADES' weight of the KL term (6, the TRADES paper's CIFAR-10 value).
-        fat_tau: FAT's tau (extra steps after the first misclassification), an int >= 0, or
-            ``"dynamic"`` (FAT's own schedule: 0, then 1 after 50/120 of the epochs, then 2
-            after 90/120).
-        fat_omega: std of the Gaussian noise FAT's code adds at each step (0: the algorithm
-            of the FAT paper, 0.001: their code).
-    Optimiser (SGD, lr x ``lr_gamma`` at each milestone epoch):
-        epochs, batch_size, lr, milestones, lr_gamma, momentum, weight_decay.
-    Warm start:
-        warm_start_epochs: the first N of the ``epochs`` train the same model naturally (Eq. 3
-            / CE on clean images, no attack), then ``method`` takes over with the same optimiser
-            and schedule. The authors start CIFS-AT from a naturally trained CIFS model; this
-            is that start inside one run, for vanilla and CIFS alike (0 = none, the paper's text).
-    Training attack:
-        eps, train_steps, train_step_size, random_start (uniform in the eps-ball).
-    Validation (picks ``best.pt``):
-        eval_every: validate every N epochs (and always after the last);
-        val_steps, val_step_size: PGD on the validation split (default step eps/4).
-    Final evaluation on the test set (``results.json``):
-        eval_attacks: attack names (:func:`~cifs_edu.evaluate.parse_attack`);
-        eval_sweep: for CIFS/CAS, report the worst case over the attacker's betas
-            (Table B.3) instead of beta_atk = beta; eval_n: test images (None = all);
-        eval_best: also evaluate ``best.pt``; eval_batch_size; aa_n: AutoAttack images.
-    Runtime:
-        seed; amp: ``"auto"`` (bfloat16 autocast on CUDA when supported, else float16 with a
-        gradient scaler; float32 on the CPU), ``"off"``, ``"bf16"``, ``"fp16"``;
-        channels_last: ``"auto"`` (= on: faster on CUDA and, for these ResNets, on CPUs too),
-        ``"on"``, ``"off"``; compile: ``torch.compile`` the training forward (CUDA).
-        fast_attack: make the training attack's examples on a private fast copy of the
-            eval-mode model (:func:`cifs_edu.engine.fast.fast_copy`: BatchNorm folded into
-            the convolutions, frozen parameters, channels_last), rebuilt for every batch:
-            the same examples up to float rounding, about 10% less time per attack step on
-            the 2-core CPUs (width 8). ``"auto"`` (= on for the CPU, off on CUDA, where it
-            paid only at batch 512 on an H100), ``"on"``, ``"off"``. Part of :meth:`key` (float
-            rounding changes the trained weights, as ``channels_last`` does). Not used by
-            the ``cuda_graphs`` attack.
-        cuda_graphs: replay the ``pgd_at`` training attack from a CUDA graph
-            (:class:`~cifs_edu.engine.graphs.GraphedPGD`): the attack of every full batch is
-            captured once (PGD-k in eval mode with the same eps, step, random-start noise, loss
-            and autocast) and replayed with one launch, which removes most of the kernel-launch
-            latency that bounds small-batch AT on a fast GPU. The last, smaller batch of an
-            epoch runs the eager attack. Results equal the eager path up to the float rounding
-            of kernel choice (the random stream is unchanged), so this is a *runtime* field
-            (:data:`RUNTIME_FIELDS`): not part of :meth:`key`, and a run may be resumed with it
-            on or off. CUDA only, ``method="pgd_at"`` only, single process only (``train``
-            refuses it under ``torchrun``); invalid combinations raise :class:`ConfigError`.
+    - ``n_val`` images are held out of the *training* data to pick ``best.pt`` (never the test set);
+      ``augment="auto"`` is a random crop with 4-pixel padding + horizontal flip for CIFAR-10 and image
+      folders, none for the synthetic data, SVHN digits and Fashion-MNIST.
+    - ``arch``, ``defense``, ``width`` and ``model_options`` go to :func:`cifs_edu.models.build_model`
+      (CIFS: positions, probes, k, imgf, ...).
+    - ``beta`` (Eq. 3) is used by CIFS/CAS training and training attacks (the paper: 2 = |I|);
+      ``fat_tau="dynamic"`` is FAT's own schedule (0, then 1 after 50/120 of the epochs, then 2 after
+      90/120); ``fat_omega`` is 0 in the FAT paper's algorithm and 0.001 in their code.
+    - SGD multiplies ``lr`` by ``lr_gamma`` at each milestone epoch.
+    - ``warm_start_epochs``: the first N of the ``epochs`` train the same model naturally (Eq. 3 / CE on
+      clean images, no attack), then ``method`` takes over with the same optimiser and schedule. The
+      authors start CIFS-AT from a naturally trained CIFS model; this is that start inside one run, for
+      vanilla and CIFS alike (0 = none, the paper's text).
+    - ``eval_*`` and ``aa_n`` choose the final test-set numbers of ``results.json``
+      (:func:`~cifs_edu.evaluate.parse_attack` names); ``eval_sweep`` reports, for CIFS/CAS, the worst
+      case over the attacker's betas (Table B.3) instead of beta_atk = beta.
+    - ``amp="auto"``: bfloat16 autocast on CUDA when supported, else float16 with a gradient scaler;
+      float32 on the CPU. ``channels_last="auto"`` = on (faster on CUDA and, for these ResNets, on
+      CPUs too).
+    - ``fast_attack``: make the training attack's examples on a private fast copy of the eval-mode model
+      (:func:`cifs_edu.engine.fast.fast_copy`: BatchNorm folded into the convolutions, frozen
+      parameters, channels_last), rebuilt for every batch: the same examples up to float rounding,
+      about 10% less time per attack step on the 2-core CPUs (width 8). ``"auto"`` = on for the CPU,
+      off on CUDA (where it paid only at batch 512 on an H100). Part of :meth:`key` (float rounding
+      changes the trained weights, as ``channels_last`` does). Not used by the ``cuda_graphs`` attack.
+    - ``cuda_graphs``: replay the ``pgd_at`` training attack from a CUDA graph
+      (:class:`~cifs_edu.engine.graphs.GraphedPGD`): the attack of every full batch is captured once
+      (PGD-k in eval mode with the same eps, step, random-start noise, loss and autocast) and replayed
+      with one launch, which removes most of the kernel-launch latency that bounds small-batch AT on a
+      fast GPU. The last, smaller batch of an epoch runs the eager attack. Results equal the eager path
+      up to the float rounding of kernel choice (the random stream is unchanged), so this is a
+      *runtime* field (:data:`RUNTIME_FIELDS`): not part of :meth:`key`, and a run may be resumed with
+      it on or off. CUDA only, ``method="pgd_at"`` only, single process only (``train`` refuses it
+      under ``torchrun``); invalid combinations raise :class:`ConfigError`.
     """
 
-    profile: str = "smoke"
-    dataset: str = "synthetic"
-    n_train: int | None = 2000
-    n_val: int = 200
-    n_test: int | None = 500
-    augment: str = "auto"
-    arch: str = "resnet18"
-    defense: str = "none"
-    width: int = 8
-    model_options: Mapping[str, Any] = field(default_factory=dict)
-    method: str = "pgd_at"
-    beta: float | str = 2.0
-    loss_scale: str = "paper"
-    trades_beta: float = 6.0
-    fat_tau: int | str = "dynamic"
-    fat_omega: float = 0.0
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 0.1
-    milestones: tuple[int, ...] = (4,)
-    lr_gamma: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    warm_start_epochs: int = 0
-    eps: float = 8 / 255
-    train_steps: int = 3
-    train_step_size: float = 4 / 255
-    random_start: bool = True
-    eval_every: int = 1
-    val_steps: int = 10
-    val_step_size: float | None = None
-    eval_attacks: tuple[str, ...] = ("natural", "fgsm", "pgd20")
-    eval_sweep: bool = False
-    eval_n: int | None = 500
-    eval_best: bool = True
-    eval_batch_size: int = 500
-    aa_n: int = 100
-    seed: int = 0
-    amp: str = "auto"
-    channels_last: str = "auto"
-    compile: bool = False
-    fast_attack: str = "auto"
-    cuda_graphs: bool = False
+    # data
+    profile: str = _f("smoke", "profile the values came from (a label; part of the run folder's name)")
+    dataset: str = _f("synthetic", "synthetic, cifar10, svhn, fmnist or folder:PATH")
+    n_train: int | None = _f(2000, "training images (null = all)")
+    n_val: int = _f(200, "validation images held out of the training data (pick the best epoch)")
+    n_test: int | None = _f(500, "test images (null = all)")
+    augment: str = _f("auto", "auto (crop+flip for CIFAR-10 and folders, none otherwise), crop_flip, crop or none")
+
+    # model
+    arch: str = _f("resnet18", "backbone: resnet18 (the paper's), resnet10 (Fashion-MNIST) or wrn28_10")
+    defense: str = _f("none", "none (vanilla), cifs (this paper) or cas (Bai et al.)")
+    width: int = _f(8, "ResNet base width (64 = the paper's) or WRN widen factor")
+    model_options: Mapping[str, Any] = _f(help="further build_model keywords (CLI: --option KEY=VALUE)", factory=dict)
+
+    # method
+    method: str = _f("pgd_at", "standard, pgd_at (Madry), trades or fat")
+    beta: float | str = _f(2.0, "beta of the adaptive loss, Eq. 3 (the paper: 2); ignored by vanilla models")
+    loss_scale: str = _f("paper", "paper (Eq. 3) or authors (their script's 3/(1+beta) factor)")
+    trades_beta: float = _f(6.0, "TRADES' weight of the KL term (6)")
+    fat_tau: int | str = _f("dynamic", "FAT's tau: an int >= 0 or dynamic (FAT's schedule 0, 1, 2)")
+    fat_omega: float = _f(0.0, "std of the Gaussian noise FAT's code adds per step (0 = the FAT paper)")
+
+    # optimiser (SGD) and warm start
+    epochs: int = _f(5, "number of epochs")
+    batch_size: int = _f(128, "SGD batch size (the paper: 128)")
+    lr: float = _f(0.1, "initial learning rate (the paper: 0.1)")
+    milestones: tuple[int, ...] = _f((4,), "epochs after which lr is multiplied by lr_gamma, e.g. 100,105")
+    lr_gamma: float = _f(0.1, "learning-rate factor at each milestone (0.1)")
+    momentum: float = _f(0.9, "SGD momentum (0.9)")
+    weight_decay: float = _f(2e-4, "SGD weight decay (the paper: 2e-4 for ResNet-18)")
+    warm_start_epochs: int = _f(0, "the first N epochs train the same model naturally (the authors' warm start)")
+
+    # training attack
+    eps: float = _f(8 / 255, "l_inf budget of training and evaluation attacks, inputs in [0, 1] (8/255)")
+    train_steps: int = _f(3, "PGD steps of the training attack (the paper: 10)")
+    train_step_size: float = _f(4 / 255, "step size of the training attack (the paper: 2/255)")
+    random_start: bool = _f(True, "uniform random start of the training attack")
+
+    # validation (picks best.pt)
+    eval_every: int = _f(1, "validate every N epochs (and after the last)")
+    val_steps: int = _f(10, "PGD steps of the per-epoch validation")
+    val_step_size: float | None = _f(None, "step of the validation PGD (null = eps/4)")
+
+    # final evaluation on the test set (not part of key())
+    eval_attacks: tuple[str, ...] = _f(
+        ("natural", "fgsm", "pgd20"), "final test attacks, e.g. natural,fgsm,pgd20,cw,autoattack")
+    eval_sweep: bool = _f(False, "CIFS/CAS: report the worst case over the attacker's betas (Table B.3)")
+    eval_n: int | None = _f(500, "test images of the final evaluation (null = all)")
+    eval_best: bool = _f(True, "also evaluate best.pt")
+    eval_batch_size: int = _f(500, "batch size of the evaluation attacks")
+    aa_n: int = _f(100, "test images for AutoAttack")
+
+    # runtime
+    seed: int = _f(0, "random seed (default: $CIFS_SEED or 0)")
+    amp: str = _f("auto", "mixed precision on CUDA: auto, off, bf16 or fp16")
+    channels_last: str = _f("auto", "memory format: auto (= on), on or off")
+    compile: bool = _f(False, "torch.compile the training forward (CUDA)")
+    fast_attack: str = _f(
+        "auto", "training attack on a BN-folded frozen copy (same examples up to rounding): auto, on, off")
+    cuda_graphs: bool = _f(False, "pgd_at on one GPU: replay the training attack from a CUDA graph (same examples)")
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self) -> None:
@@ -598,3 +545,8 @@ class TrainConfig:
             return build_model(self.arch, **kw)
         with torch.device(device):
             return build_model(self.arch, **kw)
+
+
+#: One line per :class:`TrainConfig` field, read from the fields themselves: the ``--field-name`` help
+#: of ``python -m cifs_edu train`` (the CLI and the Python API share one spine).
+FIELD_HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
