@@ -4,7 +4,7 @@ cifs_edu.experiments. Scratch script (not a test): about 5 minutes on one H100.
 
     PYTHONPATH=. OUT=/tmp/out python scripts/engine_gpu_check.py     # writes $OUT/gpu_results.json
 """
-import json, os, sys, time, tempfile, traceback
+import json, os, time, tempfile, traceback
 import torch
 T_START = time.time()
 out_dir = os.environ.get("OUT", "/tmp/out")

@@ -459,7 +459,7 @@ def test_topk_and_per_class(model, data, accuracies):
     tops = [pgd.topk(k) for k in range(1, K + 1)]
     assert tops == sorted(tops) and tops[0] == pgd.accuracy and tops[-1] == 100.0
     with torch.no_grad():
-        logits = model(pgd_x := PGD(model, EPS, steps=20)(x, y))  # noqa: F841
+        logits = model(PGD(model, EPS, steps=20)(x, y))
     top2 = (logits.topk(2, dim=1).indices == y[:, None]).any(1).float().mean().item() * 100
     assert pgd.topk(2) == pytest.approx(top2)
     d = topk_accuracy(model, (x, y), None, ks=(1, 2), progress=False)

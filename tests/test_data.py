@@ -183,7 +183,7 @@ def test_torchvision_sets_become_uint8_tensors(tmp_path, monkeypatch, name, cls,
     assert (d.in_channels, d.image_size, d.image_size) == shape
     assert (len(d.train), len(d.val), len(d.test)) == (10, 10, 10)
     assert d.augmentation.startswith("random crop") is aug
-    x, y = d.test.x[3], d.test.y[3]
+    x = d.test.x[3]
     assert x.dtype == torch.float32 and tuple(x.shape) == shape and 0 <= x.min() and x.max() <= 1
     # the first test image, converted back, equals the array torchvision served
     raw = fake(str(tmp_path), train=False, split="test").data
@@ -330,7 +330,7 @@ def test_synthetic_shapes_balance_and_range():
     x = data.x_train.float() / 255
     assert 0 <= x.min() and x.max() <= 1 and x.std() > 0.1  # in [0, 1], not blank
     d = D.load_data("synthetic", n_train=40, n_test=20)
-    x0, y0 = d.train.x[0], d.train.y[0]
+    x0 = d.train.x[0]
     assert x0.dtype == torch.float32 and x0.shape == (3, 32, 32) and 0 <= x0.min() and x0.max() <= 1
     assert d.classes == list(S.CLASSES)
 
