@@ -146,8 +146,10 @@ class TrainConfig:
     - ``arch``, ``defense``, ``width`` and ``model_options`` go to :func:`cifs_edu.models.build_model`
       (CIFS: positions, probes, k, imgf, ...).
     - ``beta`` (Eq. 3) is used by CIFS/CAS training and training attacks (the paper: 2 = |I|);
-      ``fat_tau="dynamic"`` is FAT's own schedule (0, then 1 after 50/120 of the epochs, then 2 after
-      90/120); ``fat_omega`` is 0 in the FAT paper's algorithm and 0.001 in their code.
+      ``trades_beta=6`` is the TRADES paper's CIFAR-10 value; FAT's ``fat_tau`` counts the extra PGD
+      steps after an example is first misclassified, ``"dynamic"`` is FAT's own schedule (0, then 1 after
+      50/120 of the epochs, then 2 after 90/120); ``fat_omega`` is 0 in the FAT paper's algorithm and
+      0.001 in their code.
     - SGD multiplies ``lr`` by ``lr_gamma`` at each milestone epoch.
     - ``warm_start_epochs``: the first N of the ``epochs`` train the same model naturally (Eq. 3 / CE on
       clean images, no attack), then ``method`` takes over with the same optimiser and schedule. The
