@@ -51,22 +51,37 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a top-level name (or a submodule, e.g. ``cifs_edu.zoo``) on first use (PEP 562)."""
-    if name in _HOME:
-        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    try:
-        return importlib.import_module(f".{name}", __name__)
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{name}":
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+def _lazy_names(package: str, homes: dict[str, str], submodules: bool = False):
+    """PEP 562 ``__getattr__`` and ``__dir__`` for a package whose public names load on first use.
+
+    ``homes`` maps a name to the module it lives in, relative to ``package`` (``"pgd"``, ``"..losses"``);
+    the first access imports that module and caches the value on the package. With ``submodules``, any
+    other name is tried as a submodule (``cifs_edu.zoo``). Used by this package, ``attacks`` and ``models``.
+    """
+    import sys
+
+    def __getattr__(name: str) -> Any:
+        if name in homes:
+            home = homes[name]
+            value = getattr(importlib.import_module(home if home.startswith(".") else "." + home, package), name)
+            setattr(sys.modules[package], name, value)
+            return value
+        if submodules:
+            try:
+                return importlib.import_module(f".{name}", package)
+            except ModuleNotFoundError as e:
+                if e.name != f"{package}.{name}":
+                    raise
+        raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(homes))
+
+    return __getattr__, __dir__
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME))
+#: Import a top-level name (or a submodule, e.g. ``cifs_edu.zoo``) on first use.
+__getattr__, __dir__ = _lazy_names(__name__, _HOME, submodules=True)
 
 
 __all__ = [

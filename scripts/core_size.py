@@ -97,6 +97,7 @@ def executed(coverage_files: dict[str, Path]) -> dict[str, object]:
 
     core = [p for p in sorted((ROOT / "cifs_edu").rglob("*.py")) if tier(_module_name(p)) == "core"]
     bodies = {p: _function_bodies(p) for p in core}
+    size = {p: len(p.read_text().splitlines()) for p in core}
     ran: dict[Path, set[int]] = {p: set() for p in core}
     rows: dict[str, int] = {}
     for chapter, file in coverage_files.items():
@@ -107,9 +108,9 @@ def executed(coverage_files: dict[str, Path]) -> dict[str, object]:
             lines = set(data.lines(str(p)) or ())
             ran[p] |= lines
             if any(lines & body for _, _, body in bodies[p]):
-                used += len(p.read_text().splitlines())
+                used += size[p]
         rows[chapter] = used
-    rows["all chapters (union)"] = sum(len(p.read_text().splitlines()) for p in core
+    rows["all chapters (union)"] = sum(size[p] for p in core
                                        if any(ran[p] & body for _, _, body in bodies[p]))
     never: list[tuple[int, str]] = []
     for p in core:

@@ -13,8 +13,7 @@ never touches parameter gradients and prints its full configuration (``print(atk
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .. import _lazy_names
 
 #: Where each public name lives (module of this package, or ``..losses``). Nothing is imported
 #: until it is used, so ``from cifs_edu.attacks import PGD`` loads PGD and its base, not AutoAttack.
@@ -31,18 +30,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    home = _HOME[name]
-    value = getattr(importlib.import_module(home if home.startswith(".") else "." + home, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME))
-
+__getattr__, __dir__ = _lazy_names(__name__, _HOME)
 
 __all__ = [
     "Attack",

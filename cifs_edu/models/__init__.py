@@ -20,12 +20,12 @@ authors' code uses) and :mod:`cifs_edu.cas` for CAS.
 """
 from __future__ import annotations
 
-import importlib
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch.nn as nn
 
+from .. import _lazy_names
 from ..cifs import CIFSConfig, PROBE_KINDS
 from ..errors import ConfigError
 from ..names import ARCHS, DEFENSES
@@ -54,15 +54,7 @@ __all__ = [
 #: Loaded on first use (a ResNet chapter never reads them): the WRN and the checkpoint loaders.
 _LAZY = {"WideResNet": "wrn", "load_backbone_state_dict": "checkpoints", "load_authors_state_dict": "checkpoints",
          "authors_key_map": "checkpoints"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY)
 
 POSITIONS = ("P1", "P2")
 
